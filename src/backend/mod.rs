@@ -1,0 +1,76 @@
+//! Backends build an [`Engine`] for a cell and run it. Each backend is one file behind the
+//! [`Backend`] trait; the runner only sees the trait.
+
+pub mod mock;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::matrix::{BackendKind, Cell, Spec};
+use crate::model::{Tensor, TensorSpec};
+
+/// Everything a backend needs to build one cell's engine.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildRequest<'a> {
+    /// The cell (model id, cache id, precision, batch, device).
+    pub cell: &'a Cell,
+    /// Path of the ONNX model.
+    pub model_path: &'a Path,
+    /// Path of the calibration cache, for int8/best cells.
+    pub cache_path: Option<&'a Path>,
+}
+
+/// Why a backend could not build or run.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot run on this machine or in this build.
+    #[error("backend {backend} is not available: {reason}\nfix: {fix}")]
+    Unavailable {
+        /// Backend name.
+        backend: &'static str,
+        /// What is missing.
+        reason: String,
+        /// What the user can do.
+        fix: String,
+    },
+    /// Building the engine failed.
+    #[error("{0}")]
+    Build(String),
+    /// Running the engine failed.
+    #[error("{0}")]
+    Infer(String),
+}
+
+/// Builds engines for cells.
+pub trait Backend: Send {
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+    /// Builds the engine of one cell.
+    fn build(&self, request: &BuildRequest<'_>) -> Result<Box<dyn Engine>, BackendError>;
+}
+
+/// A built engine: takes inputs, gives outputs.
+pub trait Engine {
+    /// The inputs it takes, batch size applied.
+    fn inputs(&self) -> &[TensorSpec];
+    /// Runs one inference.
+    fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError>;
+    /// How many layers run at each precision (`int8`, `fp16`, `fp32`), where known.
+    fn layer_precisions(&self) -> BTreeMap<String, usize> {
+        BTreeMap::new()
+    }
+}
+
+/// Creates the backend of a kind, or says why it cannot exist here.
+pub fn create(kind: BackendKind, spec: &Spec) -> Result<Box<dyn Backend>, BackendError> {
+    match kind {
+        BackendKind::Mock => Ok(Box::new(mock::MockBackend::new(&spec.mock)?)),
+        other => Err(BackendError::Unavailable {
+            backend: other.as_str(),
+            reason: "this calibench was built without it".into(),
+            fix: format!(
+                "use a calibench that includes the {other} backend, or drop it from axes.backends"
+            ),
+        }),
+    }
+}

@@ -1,0 +1,152 @@
+//! Command-line definitions (clap). Nothing but argument parsing lives here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use calibench::matrix::{Filter, FilterError, Shard};
+use calibench::results::export::ExportFormat;
+
+/// calibench — can a TensorRT INT8 calibration cache made on one GPU be reused on another?
+///
+/// Crosses models × calibration caches × devices × precisions (fp32, fp16, int8, best) ×
+/// backends × batch sizes from a matrix spec, builds an engine per cell, measures latency
+/// and accuracy, and records every finished cell in <output>/<run-id>/results.jsonl.
+#[derive(Debug, Parser)]
+#[command(
+    name = "calibench",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "Exit codes: 0 all cells ok, 1 a cell or gate failed, 2 bad input or environment.\n\
+Logging: set RUST_LOG (e.g. RUST_LOG=calibench=debug)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Expand a matrix spec into cells and print them, without running anything.
+    Plan(PlanArgs),
+    /// Run the cells of a matrix spec and record one result per cell.
+    Run(RunArgs),
+    /// Write a run's records as CSV or JSON.
+    Export(ExportArgs),
+}
+
+/// Which cells: filters and sharding, shared by `plan` and `run`.
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// Keep only cells matching key=value conditions, comma-separated; keys: model, cache,
+    /// device (or gpu), precision, backend, batch. Several values of one key mean "any of";
+    /// `*` is a wildcard; fp32/fp16 cells have cache=none. Repeatable.
+    #[arg(long, value_name = "KEY=VALUE,...", value_parser = parse_filter)]
+    pub only: Vec<Filter>,
+
+    /// Run only shard I of N (1-based). Cells are sorted by key and dealt round-robin, so N
+    /// runners given 1/N … N/N cover every cell exactly once.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+}
+
+impl Selection {
+    /// All `--only` flags joined.
+    pub fn filter(&self) -> Filter {
+        self.only
+            .iter()
+            .cloned()
+            .fold(Filter::default(), Filter::and)
+    }
+}
+
+fn parse_filter(s: &str) -> Result<Filter, FilterError> {
+    Filter::parse(s)
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The matrix spec (TOML; see matrices/README.md).
+    pub matrix: PathBuf,
+
+    #[command(flatten)]
+    pub selection: Selection,
+
+    /// Print the cells as a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The matrix spec (TOML; see matrices/README.md).
+    pub matrix: PathBuf,
+
+    #[command(flatten)]
+    pub selection: Selection,
+
+    /// Folder under which the run folder <run-id>/ is made.
+    #[arg(long, short = 'o', value_name = "DIR", default_value = "reports")]
+    pub output: PathBuf,
+
+    /// Name of the run folder [default: <matrix name>-<UTC date-time>].
+    #[arg(long, value_name = "ID", conflicts_with = "resume")]
+    pub run_id: Option<String>,
+
+    /// Continue an interrupted run: skip the cells recorded in RUN_DIR/results.jsonl and
+    /// append the rest there.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+
+    /// With --resume: run cells that failed before again.
+    #[arg(long, requires = "resume")]
+    pub retry_failed: bool,
+
+    /// With --resume: continue even though the matrix spec changed since the run began.
+    #[arg(long, requires = "resume")]
+    pub force: bool,
+
+    /// Warm-up time per cell before timing, in ms [default: the spec's latency.warmup_ms].
+    #[arg(long, value_name = "MS")]
+    pub warmup_ms: Option<u64>,
+
+    /// Measurement time per cell, in ms [default: the spec's latency.measurement_ms].
+    #[arg(long, value_name = "MS")]
+    pub measurement_ms: Option<u64>,
+
+    /// Minimum number of timed samples per cell [default: the spec's latency.samples].
+    #[arg(long, value_name = "N")]
+    pub samples: Option<usize>,
+
+    /// No progress bar and no per-cell lines on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A run folder (reports/<run-id>) or its results.jsonl.
+    pub run: PathBuf,
+
+    /// Output format.
+    #[arg(long, short = 'f', value_enum)]
+    pub format: ExportFormat,
+
+    /// Write to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

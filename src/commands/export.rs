@@ -1,0 +1,33 @@
+//! `calibench export`: a run's records in another format.
+
+use std::io::Write;
+
+use anyhow::Context;
+use calibench::results::read_results;
+
+use super::Outcome;
+use crate::cli::ExportArgs;
+
+pub fn export(args: &ExportArgs) -> anyhow::Result<Outcome> {
+    let read = read_results(&args.run)?;
+    if read.dropped_partial_tail {
+        tracing::warn!(
+            "{}: ignored an incomplete last line (interrupted run)",
+            args.run.display()
+        );
+    }
+    let exporter = args.format.exporter();
+    match &args.output {
+        Some(path) => {
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("cannot create {}", path.display()))?,
+            );
+            exporter.export(&read.records, &mut file)?;
+            file.flush()
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => exporter.export(&read.records, &mut std::io::stdout().lock())?,
+    }
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,14 @@
+//! One file per subcommand: glue between the parsed CLI and the library.
+
+pub mod export;
+pub mod plan;
+pub mod run;
+
+/// How a command ended, mapped to the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything passed: exit 0.
+    Ok,
+    /// A cell or gate failed: exit 1.
+    Failed,
+}

@@ -1,0 +1,50 @@
+//! `calibench run`: run a matrix and print where its results are.
+
+use calibench::matrix::Spec;
+use calibench::runner::{self, RunOptions};
+
+use super::Outcome;
+use crate::cli::RunArgs;
+
+pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
+    let loaded = Spec::load(&args.matrix)?;
+    let mut latency = loaded.spec.latency;
+    if let Some(ms) = args.warmup_ms {
+        latency.warmup_ms = ms;
+    }
+    if let Some(ms) = args.measurement_ms {
+        latency.measurement_ms = ms;
+    }
+    if let Some(n) = args.samples {
+        latency.samples = n;
+    }
+    let opts = RunOptions {
+        output_dir: args.output.clone(),
+        run_id: args.run_id.clone(),
+        resume: args.resume.clone(),
+        retry_failed: args.retry_failed,
+        force: args.force,
+        filter: args.selection.filter(),
+        shard: args.selection.shard,
+        latency,
+        progress: !args.quiet,
+    };
+    let s = runner::run(&loaded, &opts)?;
+    let resumed = if s.already_recorded > 0 {
+        format!(", {} recorded earlier", s.already_recorded)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "{} cell(s): {} ok, {} failed, {} skipped{resumed}",
+        s.selected, s.ok, s.failed, s.skipped
+    );
+    eprintln!("results: {}", s.run_dir.join("results.jsonl").display());
+    // The run folder on stdout, for scripts: `run=$(calibench run m.toml -q)`.
+    println!("{}", s.run_dir.display());
+    Ok(if s.any_failed() {
+        Outcome::Failed
+    } else {
+        Outcome::Ok
+    })
+}

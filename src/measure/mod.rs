@@ -1,0 +1,3 @@
+//! Measurements of a built engine: latency (and, later, accuracy).
+
+pub mod latency;

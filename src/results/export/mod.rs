@@ -1,0 +1,36 @@
+//! Exporters: records out to other formats, one file per format behind [`Exporter`].
+
+mod csv;
+mod json;
+
+use std::io::Write;
+
+use super::schema::Record;
+
+pub use self::csv::CsvExporter;
+pub use self::json::JsonExporter;
+
+/// Writes a run's records in one format.
+pub trait Exporter {
+    /// Writes `records` to `out`.
+    fn export(&self, records: &[Record], out: &mut dyn Write) -> anyhow::Result<()>;
+}
+
+/// The formats `calibench export` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One row per cell, flat columns.
+    Csv,
+    /// A JSON array of the records, as stored.
+    Json,
+}
+
+impl ExportFormat {
+    /// The exporter for this format.
+    pub fn exporter(self) -> Box<dyn Exporter> {
+        match self {
+            ExportFormat::Csv => Box::new(CsvExporter),
+            ExportFormat::Json => Box::new(JsonExporter),
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The versioned record written for every finished cell: one JSON object per line of
+//! `results.jsonl`. Readers accept older records of the same major schema: every block
+//! added after version 1 is optional.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::matrix::Cell;
+
+/// Version of the record schema written by this calibench.
+pub const RECORD_SCHEMA: u32 = 1;
+
+/// How a cell ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Built, measured, and every gate passed.
+    Ok,
+    /// An error stopped the cell, or a gate (accuracy tolerance) failed.
+    Failed,
+    /// Not run, for a reason that is not a failure (e.g. its GPU is not on this host).
+    Skipped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        })
+    }
+}
+
+/// Which matrix a record belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatrixInfo {
+    /// The spec's `name`.
+    pub name: String,
+    /// sha256 of the spec file.
+    pub sha256: String,
+}
+
+/// A file the cell used: a model or a cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// Id from the spec.
+    pub id: String,
+    /// Path as resolved when the run started.
+    pub path: String,
+    /// sha256 of the file's bytes.
+    pub sha256: String,
+}
+
+/// Where and why a cell failed or was skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellError {
+    /// Phase: `setup`, `build`, `accuracy` or `latency`.
+    pub phase: String,
+    /// The error with its causes, and the fix where one is known.
+    pub message: String,
+}
+
+/// Identity of the GPU a cell ran on (filled from NVML).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuIdentity {
+    /// NVML index.
+    pub index: u32,
+    /// Product name, e.g. "NVIDIA H100 80GB HBM3".
+    pub name: String,
+    /// UUID, `GPU-…`.
+    pub uuid: String,
+    /// Compute capability, e.g. "9.0".
+    #[serde(default)]
+    pub compute_capability: Option<String>,
+    /// Driver version.
+    #[serde(default)]
+    pub driver: Option<String>,
+}
+
+/// What was learnt about the engine of a cell.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineInfo {
+    /// Seconds spent building (0 when loaded from the engine store).
+    pub build_s: f64,
+    /// Whether the engine came from the engine store instead of a build.
+    #[serde(default)]
+    pub cached: bool,
+    /// Layers per precision they actually ran at, e.g. {"int8": 12, "fp32": 2}.
+    #[serde(default)]
+    pub layer_precisions: std::collections::BTreeMap<String, usize>,
+}
+
+/// Latency of one cell.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Clock that timed it: `wall` (CPU) or `cuda-event` (GPU compute time).
+    pub clock: String,
+    /// Timed iterations.
+    pub iterations: u64,
+    /// Fastest iteration, ms.
+    pub min_ms: f64,
+    /// Mean, ms.
+    pub mean_ms: f64,
+    /// Median, ms.
+    pub median_ms: f64,
+    /// 90th percentile, ms.
+    pub p90_ms: f64,
+    /// 95th percentile, ms.
+    pub p95_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Slowest iteration, ms.
+    pub max_ms: f64,
+    /// Standard deviation, ms.
+    pub std_ms: f64,
+    /// Inferences per second (1 / mean).
+    pub inferences_per_s: f64,
+    /// Samples per second (batch / mean).
+    pub samples_per_s: f64,
+}
+
+/// Accuracy metrics of one output against its reference.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OutputAccuracy {
+    /// Output name.
+    pub name: String,
+    /// Largest |a−b|.
+    pub max_abs: f64,
+    /// Mean |a−b|.
+    pub mean_abs: f64,
+}
+
+/// Accuracy of one cell against its reference outputs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    /// Whether every tolerance held.
+    pub passed: bool,
+    /// Why it failed, when it did.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Per output metrics.
+    #[serde(default)]
+    pub outputs: Vec<OutputAccuracy>,
+}
+
+/// Which calibench wrote the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolInfo {
+    /// Crate version.
+    pub version: String,
+    /// Git commit it was built from (`unknown` outside a git checkout).
+    pub git_commit: String,
+}
+
+impl ToolInfo {
+    /// This calibench.
+    pub fn current() -> ToolInfo {
+        ToolInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            git_commit: env!("CALIBENCH_GIT_COMMIT").to_string(),
+        }
+    }
+}
+
+/// The host a record was made on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    /// Host name.
+    pub hostname: String,
+    /// Operating system and architecture, e.g. "linux x86_64".
+    pub os: String,
+    /// CPU model name.
+    pub cpu: String,
+}
+
+/// One finished cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Record schema version.
+    pub schema: u32,
+    /// Run id.
+    pub run_id: String,
+    /// Matrix the cell belongs to.
+    pub matrix: MatrixInfo,
+    /// The cell's key (see [`Cell::key`]).
+    pub key: String,
+    /// The cell.
+    pub cell: Cell,
+    /// How it ended.
+    pub status: Status,
+    /// Why it failed or was skipped.
+    #[serde(default)]
+    pub error: Option<CellError>,
+    /// Model used.
+    pub model: Artifact,
+    /// Cache used, if any.
+    #[serde(default)]
+    pub cache: Option<Artifact>,
+    /// GPU it ran on, if any.
+    #[serde(default)]
+    pub gpu: Option<GpuIdentity>,
+    /// Engine facts.
+    #[serde(default)]
+    pub engine: Option<EngineInfo>,
+    /// Latency, when measured.
+    #[serde(default)]
+    pub latency: Option<Latency>,
+    /// Accuracy, when measured.
+    #[serde(default)]
+    pub accuracy: Option<Accuracy>,
+    /// calibench version and commit.
+    pub calibench: ToolInfo,
+    /// Host.
+    pub environment: Environment,
+    /// When the cell started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+}
+
+impl Environment {
+    /// Reads the current host's facts (Linux `/proc`; `unknown` elsewhere).
+    pub fn current() -> Environment {
+        let read = |p: &str| std::fs::read_to_string(p).ok();
+        let hostname = read("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let cpu = read("/proc/cpuinfo")
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Environment {
+            hostname,
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            cpu,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+    use crate::matrix::{BackendKind, Precision};
+
+    /// A filled-in record for tests.
+    pub(crate) fn sample(key_model: &str, status: Status) -> Record {
+        let cell = Cell {
+            model: key_model.into(),
+            cache: Some("c1".into()),
+            device: "cpu".into(),
+            precision: Precision::Int8,
+            backend: BackendKind::Mock,
+            batch: 4,
+        };
+        Record {
+            schema: RECORD_SCHEMA,
+            run_id: "r1".into(),
+            matrix: MatrixInfo {
+                name: "m".into(),
+                sha256: "ab".repeat(32),
+            },
+            key: cell.key(),
+            cell,
+            status,
+            error: (status == Status::Failed).then(|| CellError {
+                phase: "build".into(),
+                message: "boom, \"quoted\"".into(),
+            }),
+            model: Artifact {
+                id: key_model.into(),
+                path: "m.onnx".into(),
+                sha256: "00".repeat(32),
+            },
+            cache: Some(Artifact {
+                id: "c1".into(),
+                path: "c.cache".into(),
+                sha256: "11".repeat(32),
+            }),
+            gpu: None,
+            engine: Some(EngineInfo {
+                build_s: 0.5,
+                cached: false,
+                layer_precisions: Default::default(),
+            }),
+            latency: Some(Latency {
+                clock: "wall".into(),
+                iterations: 10,
+                min_ms: 0.1,
+                mean_ms: 0.2,
+                median_ms: 0.15,
+                p90_ms: 0.3,
+                p95_ms: 0.35,
+                p99_ms: 0.4,
+                max_ms: 0.5,
+                std_ms: 0.01,
+                inferences_per_s: 5000.0,
+                samples_per_s: 20000.0,
+            }),
+            accuracy: None,
+            calibench: ToolInfo::current(),
+            environment: Environment::current(),
+            started_at: "2026-11-25T10:00:00Z".parse().unwrap(),
+            finished_at: "2026-11-25T10:00:01.5Z".parse().unwrap(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::sample;
+    use super::*;
+
+    #[test]
+    fn record_round_trips_through_json() {
+        for status in [Status::Ok, Status::Failed, Status::Skipped] {
+            let r = sample("m", status);
+            let line = serde_json::to_string(&r).unwrap();
+            assert!(!line.contains('\n'));
+            let back: Record = serde_json::from_str(&line).unwrap();
+            assert_eq!(back, r);
+        }
+    }
+
+    #[test]
+    fn optional_blocks_may_be_absent() {
+        let r = sample("m", Status::Ok);
+        let mut v = serde_json::to_value(&r).unwrap();
+        for k in ["error", "cache", "gpu", "engine", "latency", "accuracy"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        let back: Record = serde_json::from_value(v).unwrap();
+        assert!(back.latency.is_none() && back.cache.is_none());
+        assert_eq!(back.key, r.key);
+    }
+
+    #[test]
+    fn tool_info_names_this_build() {
+        let t = ToolInfo::current();
+        assert_eq!(t.version, env!("CARGO_PKG_VERSION"));
+        assert!(!t.git_commit.is_empty());
+    }
+}

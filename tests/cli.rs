@@ -1,0 +1,362 @@
+//! End-to-end tests of the `calibench` binary: plan, run, resume after a kill, export.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn calibench() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_calibench"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("calibench starts");
+    assert!(
+        out.status.success(),
+        "calibench failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Keys recorded in a run folder's results.jsonl, with how often each appears.
+fn recorded_keys(run_dir: &Path) -> HashMap<String, usize> {
+    let text = std::fs::read_to_string(run_dir.join("results.jsonl")).unwrap_or_default();
+    let mut keys = HashMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("every line is a record");
+        *keys
+            .entry(v["key"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    keys
+}
+
+/// A mock-backend spec in a temporary folder: 2 models, 2 caches, 4 precisions, 2 batches.
+fn mock_spec(dir: &Path, extra: &str) -> PathBuf {
+    for f in ["a.onnx", "b.onnx", "a.cache", "b.cache"] {
+        std::fs::write(dir.join(f), f).unwrap();
+    }
+    let spec = format!(
+        r#"version = 1
+name = "mocked"
+[axes]
+precisions = ["fp32", "fp16", "int8", "best"]
+backends = ["mock"]
+devices = ["cpu"]
+batch_sizes = [1, 2]
+[[models]]
+id = "a"
+path = "a.onnx"
+[[models]]
+id = "b"
+path = "b.onnx"
+[[caches]]
+id = "ca"
+model = "a"
+path = "a.cache"
+[[caches]]
+id = "cb"
+model = "b"
+path = "b.cache"
+[latency]
+warmup_ms = 1
+measurement_ms = 5
+samples = 5
+{extra}
+"#
+    );
+    let path = dir.join("spec.toml");
+    std::fs::write(&path, spec).unwrap();
+    path
+}
+
+fn plan_keys(spec: &Path, args: &[&str]) -> Vec<String> {
+    let out = run_ok(calibench().arg("plan").arg(spec).args(args).arg("--json"));
+    let cells: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    cells
+        .iter()
+        .map(|c| c["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn plan_prints_table_json_filters_and_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = mock_spec(dir.path(), "");
+    let out = run_ok(calibench().arg("plan").arg(&spec));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.starts_with("#") && table.lines().next().unwrap().contains("MODEL"),
+        "{table}"
+    );
+    assert!(table.contains("16 cell(s) selected of 16"), "{table}");
+
+    let all = plan_keys(&spec, &[]);
+    assert_eq!(all.len(), 16);
+    let int8 = plan_keys(&spec, &["--only", "precision=int8,model=a"]);
+    assert_eq!(int8, vec!["a/ca/cpu/int8/mock/b1", "a/ca/cpu/int8/mock/b2"]);
+
+    let mut union: Vec<String> = (1..=3)
+        .flat_map(|i| plan_keys(&spec, &["--shard", &format!("{i}/3")]))
+        .collect();
+    union.sort();
+    let mut expected = all.clone();
+    expected.sort();
+    assert_eq!(union, expected, "3 shards cover every cell exactly once");
+}
+
+#[test]
+fn bad_spec_exits_2_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = mock_spec(dir.path(), "");
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("model = \"b\"", "model = \"zzz\"");
+    std::fs::write(&spec, text).unwrap();
+    let out = calibench().arg("plan").arg(&spec).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.toml") && err.contains("caches[1].model") && err.contains("zzz"),
+        "{err}"
+    );
+
+    let out = calibench()
+        .args(["plan", "no-such-spec.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-spec.toml"));
+
+    let out = calibench()
+        .arg("plan")
+        .arg(&spec)
+        .args(["--shard", "4/3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn demo_matrix_runs_and_exports() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        calibench()
+            .args([
+                "run",
+                "--quiet",
+                "--warmup-ms",
+                "1",
+                "--measurement-ms",
+                "5",
+                "--samples",
+                "3",
+                "--output",
+            ])
+            .arg(out_dir.path())
+            .arg(repo().join("matrices/demo.toml")),
+    );
+    let run_dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    assert!(run_dir.starts_with(out_dir.path()));
+    let keys = recorded_keys(&run_dir);
+    assert_eq!(keys.len(), 8, "{keys:?}");
+    assert!(keys.values().all(|&n| n == 1));
+    assert!(run_dir.join("matrix.toml").is_file());
+
+    let csv = run_ok(
+        calibench()
+            .arg("export")
+            .arg(&run_dir)
+            .args(["--format", "csv"]),
+    );
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    assert_eq!(csv.lines().count(), 9, "header + one row per cell");
+    assert!(csv.lines().next().unwrap().contains("p99_ms"));
+
+    let json_path = out_dir.path().join("r.json");
+    run_ok(
+        calibench()
+            .arg("export")
+            .arg(run_dir.join("results.jsonl"))
+            .args(["-f", "json", "-o"])
+            .arg(&json_path),
+    );
+    let records: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(records.len(), 8);
+    let r = &records[0];
+    assert_eq!(r["schema"], 1);
+    assert_eq!(r["matrix"]["name"], "demo");
+    assert_eq!(r["model"]["sha256"].as_str().unwrap().len(), 64);
+    assert!(r["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["calibench"]["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn failing_cells_are_recorded_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = mock_spec(dir.path(), "[mock]\nfail = [\"precision=int8,model=b\"]\n");
+    let out = calibench()
+        .args(["run", "-q", "--output"])
+        .arg(dir.path().join("out"))
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed cell makes exit code 1"
+    );
+    let run_dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let text = std::fs::read_to_string(run_dir.join("results.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 16);
+    let failed: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["status"] == "failed").collect();
+    assert_eq!(failed.len(), 2);
+    assert!(failed
+        .iter()
+        .all(|r| r["cell"]["model"] == "b" && r["cell"]["precision"] == "int8"));
+    assert_eq!(failed[0]["error"]["phase"], "build");
+    assert!(failed[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("[mock].fail"));
+
+    // --retry-failed on resume runs only the failed cells again.
+    let out = calibench()
+        .args(["run", "-q", "--retry-failed", "--resume"])
+        .arg(&run_dir)
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("results.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        18
+    );
+}
+
+#[test]
+fn killed_run_resumes_without_losing_or_repeating_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = mock_spec(dir.path(), "[mock]\ndelay_ms = 150\n");
+    let out_dir = dir.path().join("out");
+    let mut child = calibench()
+        .args(["run", "-q", "--run-id", "killed", "--output"])
+        .arg(&out_dir)
+        .arg(&spec)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run_dir = out_dir.join("killed");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recorded_keys(&run_dir).len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the run recorded nothing in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = recorded_keys(&run_dir);
+    assert!(
+        before.len() >= 3 && before.len() < 16,
+        "killed mid-run: {} cells",
+        before.len()
+    );
+
+    // Starting the same run id again is refused, with the fix.
+    let out = calibench()
+        .args(["run", "-q", "--run-id", "killed", "--output"])
+        .arg(&out_dir)
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+
+    let out = run_ok(
+        calibench()
+            .args(["run", "--resume"])
+            .arg(&run_dir)
+            .arg(&spec),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{} recorded earlier", before.len())),
+        "{stderr}"
+    );
+    let after = recorded_keys(&run_dir);
+    assert_eq!(after.len(), 16, "every cell recorded");
+    assert!(after.values().all(|&n| n == 1), "no cell twice: {after:?}");
+    for k in before.keys() {
+        assert!(after.contains_key(k));
+    }
+}
+
+#[test]
+fn resume_refuses_a_changed_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = mock_spec(dir.path(), "");
+    let out = run_ok(
+        calibench()
+            .args(["run", "-q", "--only", "model=a", "--output"])
+            .arg(dir.path().join("o"))
+            .arg(&spec),
+    );
+    let run_dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let changed = mock_spec(dir.path(), "# changed\n");
+    let out = calibench()
+        .args(["run", "-q", "--resume"])
+        .arg(&run_dir)
+        .arg(&changed)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    run_ok(
+        calibench()
+            .args(["run", "-q", "--force", "--resume"])
+            .arg(&run_dir)
+            .arg(&changed),
+    );
+    assert_eq!(recorded_keys(&run_dir).len(), 16);
+}
+
+#[test]
+fn help_reads_like_a_benchmarking_tool() {
+    let out = run_ok(calibench().arg("--help"));
+    let help = String::from_utf8(out.stdout).unwrap();
+    for word in ["plan", "run", "export", "Exit codes"] {
+        assert!(help.contains(word), "{help}");
+    }
+    let out = run_ok(calibench().args(["run", "--help"]));
+    let help = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "--only",
+        "--shard",
+        "--resume",
+        "--output",
+        "--measurement-ms",
+    ] {
+        assert!(help.contains(word), "{help}");
+    }
+}

@@ -36,6 +36,74 @@ pub enum Command {
     Run(RunArgs),
     /// Write a run's records as CSV or JSON.
     Export(ExportArgs),
+    /// Inspect, compare, convert and describe calibration caches.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Header, tensor count, scale statistics and suspicious entries of a cache.
+    Inspect(InspectArgs),
+    /// Compare two caches of one model (e.g. calibrated on two GPUs): per-tensor scale ratios.
+    Diff(DiffArgs),
+    /// Convert onnxruntime's calibration table or JSON to a TensorRT cache.
+    Import(ImportArgs),
+    /// Show or set where a cache came from (FILE.provenance.json).
+    Provenance(ProvenanceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The cache (TensorRT format; onnxruntime tables are recognized too).
+    pub file: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// First cache (A).
+    pub a: PathBuf,
+    /// Second cache (B); ratios are B / A.
+    pub b: PathBuf,
+    /// Exit 1 if any common tensor's |log2(B/A)| exceeds this (1.0 = a factor of 2).
+    #[arg(long, value_name = "LOG2")]
+    pub fail_above: Option<f64>,
+    /// Rows to show.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Print JSON (every tensor).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// onnxruntime's calibration.cache table, calibration.json, or a TensorRT cache.
+    pub file: PathBuf,
+    /// Where to write the TensorRT cache.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: PathBuf,
+    /// TensorRT version for the header: TensorRT rejects a cache whose header differs from it.
+    #[arg(long, value_name = "X.Y.Z", default_value = "10.14.1")]
+    pub trt_version: calibench::cache::TrtVersion,
+    /// Calibrator name for the header [default: EntropyCalibration2].
+    #[arg(long, value_name = "NAME")]
+    pub calibrator: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProvenanceArgs {
+    /// The cache whose sidecar (FILE.provenance.json) to show or change.
+    pub file: PathBuf,
+    /// Set a field, e.g. --set origin_gpu="NVIDIA L4" --set dataset_size=500. Repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which cells: filters and sharding, shared by `plan` and `run`.

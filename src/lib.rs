@@ -7,6 +7,7 @@
 //! [`results`] store.
 
 pub mod backend;
+pub mod cache;
 pub mod hash;
 pub mod matrix;
 pub mod measure;

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => commands::plan::plan(args),
         Command::Run(args) => commands::run::run(args),
         Command::Export(args) => commands::export::export(args),
+        Command::Cache(cmd) => commands::cache::cache(cmd),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

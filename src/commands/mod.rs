@@ -1,5 +1,6 @@
 //! One file per subcommand: glue between the parsed CLI and the library.
 
+pub mod cache;
 pub mod export;
 pub mod plan;
 pub mod run;

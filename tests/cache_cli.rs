@@ -1,0 +1,152 @@
+//! End-to-end tests of `calibench cache …` on real caches from ../shared/fixtures/trt-caches.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn calibench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_calibench"))
+        .args(args)
+        .output()
+        .expect("calibench starts")
+}
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/trt-caches")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn inspect_reports_header_counts_and_flags() {
+    let o = calibench(&[
+        "cache",
+        "inspect",
+        &fixture("isaid22__TensorRT-Optimization-MPNet__calibration.cache"),
+    ]);
+    assert!(o.status.success());
+    let s = stdout(&o);
+    assert!(s.contains("TensorRT 10.13.3, MinMaxCalibration"), "{s}");
+    assert!(s.contains("tensors:     842"), "{s}");
+    assert!(
+        s.contains("/encoder/Log_output_0") && s.contains("infinite"),
+        "{s}"
+    );
+
+    let o = calibench(&[
+        "cache",
+        "inspect",
+        "--json",
+        &fixture("zxm97__Pytorch_Retina_License_Plate_trt__calibration.cache"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["inspection"]["tensorrt_version"], "8.5.1");
+    assert_eq!(v["inspection"]["tensors"], 126);
+}
+
+#[test]
+fn inspect_recognizes_onnxruntime_tables() {
+    let o = calibench(&[
+        "cache",
+        "inspect",
+        &fixture("shiyongming__onnxrt_trt_ep__calibration.cache"),
+    ]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("onnxruntime calibration table"));
+}
+
+#[test]
+fn bad_cache_exits_2_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.cache");
+    std::fs::write(
+        &p,
+        "TRT-8601-EntropyCalibration2\ninput: 3c010204\ninput: zz\n",
+    )
+    .unwrap();
+    let o = calibench(&["cache", "inspect", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("bad.cache") && e.contains("line 3"), "{e}");
+}
+
+#[test]
+fn import_then_diff_with_a_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.cache");
+    let o = calibench(&[
+        "cache",
+        "import",
+        &fixture("shiyongming__onnxrt_trt_ep__calibration.cache"),
+        "-o",
+        a.to_str().unwrap(),
+        "--trt-version",
+        "8.6.1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&a).unwrap();
+    assert!(text.starts_with("TRT-8601-EntropyCalibration2\ndata: "));
+    // B: every scale doubled except the first.
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    for l in lines.iter_mut().skip(2) {
+        let (n, v) = l.rsplit_once(": ").unwrap();
+        let s = f32::from_bits(u32::from_str_radix(v, 16).unwrap()) * 2.0;
+        *l = format!("{n}: {:08x}", s.to_bits());
+    }
+    let b = dir.path().join("b.cache");
+    std::fs::write(&b, lines.join("\n") + "\n").unwrap();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let o = calibench(&["cache", "diff", a, b, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["summary"]["identical"], 1);
+    assert_eq!(v["summary"]["max_abs_log2"], 1.0);
+    assert_eq!(
+        calibench(&["cache", "diff", a, b, "--fail-above", "0.5"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        calibench(&["cache", "diff", a, b, "--fail-above", "1.5"])
+            .status
+            .code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn provenance_set_and_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("x.cache");
+    std::fs::copy(
+        fixture("nt4sth__Torch-TensorRT-VGG16__calibration.cache"),
+        &c,
+    )
+    .unwrap();
+    let c = c.to_str().unwrap();
+    let o = calibench(&[
+        "cache",
+        "provenance",
+        c,
+        "--set",
+        "origin_gpu=NVIDIA A10G",
+        "--set",
+        "tensorrt_version=8.4.0",
+    ]);
+    assert!(o.status.success());
+    let o = calibench(&["cache", "provenance", c, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["origin_gpu"], "NVIDIA A10G");
+    assert_eq!(v["cache_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        calibench(&["cache", "provenance", c, "--set", "colour=red"])
+            .status
+            .code(),
+        Some(2)
+    );
+}

@@ -2,6 +2,7 @@
 //! [`Backend`] trait; the runner only sees the trait.
 
 pub mod mock;
+pub mod reference;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -65,6 +66,7 @@ pub trait Engine {
 pub fn create(kind: BackendKind, spec: &Spec) -> Result<Box<dyn Backend>, BackendError> {
     match kind {
         BackendKind::Mock => Ok(Box::new(mock::MockBackend::new(&spec.mock)?)),
+        BackendKind::Reference => Ok(Box::new(reference::ReferenceBackend)),
         other => Err(BackendError::Unavailable {
             backend: other.as_str(),
             reason: "this calibench was built without it".into(),

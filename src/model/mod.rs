@@ -1,5 +1,9 @@
-//! Models: the tensors they take and give, and (later) ONNX loading and Q/DQ rewriting.
+//! Models: ONNX loading and inspection, precision plans, Q/DQ rewriting, and the plain
+//! tensor type every backend shares.
 
+pub mod onnx;
+pub mod precision;
+pub mod qdq;
 pub mod tensor;
 
 pub use tensor::{Tensor, TensorSpec};

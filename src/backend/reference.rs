@@ -1,0 +1,288 @@
+//! The `reference` backend: ONNX on the CPU with tract. fp32 is the truth every other result
+//! is compared with; fp16, int8 and best are simulated by rewriting the graph (fp16 rounding
+//! casts, Q/DQ pairs with the cache's scales; see `model::precision` and `model::qdq`).
+
+use std::collections::BTreeMap;
+
+use tract_onnx::prelude::*;
+
+use super::{Backend, BackendError, BuildRequest, Engine};
+use crate::cache::CalibrationCache;
+use crate::matrix::BackendKind;
+use crate::model::onnx::OnnxModel;
+use crate::model::precision::{self, PrecisionPlan};
+use crate::model::{qdq, Tensor, TensorSpec};
+
+/// The CPU reference backend.
+#[derive(Debug, Default)]
+pub struct ReferenceBackend;
+
+type State = tract_onnx::tract_core::plan::SimpleState<TypedFact, Box<dyn TypedOp>>;
+
+/// A compiled tract plan at a fixed batch size.
+pub struct ReferenceEngine {
+    state: State,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<String>,
+    precision_plan: PrecisionPlan,
+}
+
+impl ReferenceEngine {
+    /// Compiles a model (already rewritten for its precision) at a batch size.
+    pub fn compile(
+        model: &OnnxModel,
+        batch: usize,
+        precision_plan: PrecisionPlan,
+    ) -> Result<ReferenceEngine, BackendError> {
+        let path = model.path.display().to_string();
+        let build_err = |what: &str, e: TractError| {
+            BackendError::Build(format!(
+                "{path}: tract could not {what} the model: {e:?}\nfix: check that every operator and shape is supported by tract (the reference backend); `calibench plan` lists the cell"
+            ))
+        };
+        let mut inputs = Vec::new();
+        for io in model.inputs() {
+            if io.elem_type != 1 {
+                return Err(BackendError::Build(format!(
+                    "{path}: input {:?} is not float32 (ONNX type {}); calibench feeds float32 inputs",
+                    io.name, io.elem_type
+                )));
+            }
+            let shape = io
+                .shape_at_batch(batch)
+                .map_err(|e| BackendError::Build(format!("{path}: {e}")))?;
+            inputs.push(TensorSpec {
+                name: io.name,
+                shape,
+            });
+        }
+        let outputs = model.outputs().into_iter().map(|o| o.name).collect();
+        let mut inference = tract_onnx::onnx()
+            .with_ignore_value_info(true)
+            .with_ignore_output_shapes(true)
+            .model_for_proto_model(&model.proto)
+            .map_err(|e| build_err("load", e))?;
+        for (i, spec) in inputs.iter().enumerate() {
+            inference
+                .set_input_fact(i, f32::fact(spec.shape.clone()).into())
+                .map_err(|e| build_err("set the input shape of", e))?;
+        }
+        let plan = inference
+            .into_optimized()
+            .map_err(|e| build_err("analyse and optimize", e))?
+            .into_runnable()
+            .map_err(|e| build_err("plan", e))?;
+        let state = plan.spawn().map_err(|e| build_err("start", e))?;
+        Ok(ReferenceEngine {
+            state,
+            inputs,
+            outputs,
+            precision_plan,
+        })
+    }
+
+    /// The precision plan the engine was built with.
+    pub fn precision_plan(&self) -> &PrecisionPlan {
+        &self.precision_plan
+    }
+
+    /// Names of the outputs, in order.
+    pub fn output_names(&self) -> &[String] {
+        &self.outputs
+    }
+}
+
+impl Backend for ReferenceBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Reference
+    }
+
+    fn build(&self, request: &BuildRequest<'_>) -> Result<Box<dyn Engine>, BackendError> {
+        let model = OnnxModel::load(request.model_path)
+            .map_err(|e| BackendError::Build(format!("{e:#}")))?;
+        let cache = request
+            .cache_path
+            .map(CalibrationCache::read)
+            .transpose()
+            .map_err(|e| BackendError::Build(e.to_string()))?;
+        let plan = precision::plan(&model, request.cell.precision, cache.as_ref());
+        let rewritten = qdq::apply(&model, &plan);
+        Ok(Box::new(ReferenceEngine::compile(
+            &rewritten,
+            request.cell.batch,
+            plan,
+        )?))
+    }
+}
+
+impl Engine for ReferenceEngine {
+    fn inputs(&self) -> &[TensorSpec] {
+        &self.inputs
+    }
+
+    fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(BackendError::Infer(format!(
+                "the model takes {} input(s), got {}",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let mut values = TVec::new();
+        for (t, spec) in inputs.iter().zip(&self.inputs) {
+            if t.shape != spec.shape {
+                return Err(BackendError::Infer(format!(
+                    "input {:?} has shape {:?}, the engine takes {:?}",
+                    spec.name, t.shape, spec.shape
+                )));
+            }
+            let tensor = tract_ndarray::ArrayD::from_shape_vec(t.shape.clone(), t.data.clone())
+                .map_err(|e| BackendError::Infer(e.to_string()))?;
+            values.push(tract_onnx::prelude::Tensor::from(tensor).into());
+        }
+        let outs = self
+            .state
+            .run(values)
+            .map_err(|e| BackendError::Infer(format!("tract failed while running: {e:?}")))?;
+        outs.into_iter()
+            .map(|v| {
+                let v = v.cast_to::<f32>().map_err(|e| {
+                    BackendError::Infer(format!("output is not convertible to float32: {e}"))
+                })?;
+                let view = v
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| BackendError::Infer(e.to_string()))?;
+                Ok(Tensor {
+                    shape: view.shape().to_vec(),
+                    data: view.iter().copied().collect(),
+                })
+            })
+            .collect()
+    }
+
+    fn layer_precisions(&self) -> BTreeMap<String, usize> {
+        self.precision_plan.layer_counts()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::{Cell, Precision};
+    use std::path::{Path, PathBuf};
+
+    fn fixture(f: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/digits")
+            .join(f)
+    }
+
+    fn build(p: Precision, batch: usize) -> Box<dyn Engine> {
+        let cell = Cell {
+            model: "digits".into(),
+            cache: p.needs_cache().then(|| "c".into()),
+            device: "cpu".into(),
+            precision: p,
+            backend: BackendKind::Reference,
+            batch,
+        };
+        let cache = fixture("digits_cnn.entropy.cache");
+        let model = fixture("digits_cnn.onnx");
+        let req = BuildRequest {
+            cell: &cell,
+            model_path: &model,
+            cache_path: p.needs_cache().then_some(cache.as_path()),
+        };
+        ReferenceBackend.build(&req).unwrap()
+    }
+
+    fn eval_batch(n: usize) -> (Tensor, Vec<f32>) {
+        let x: tract_ndarray::ArrayD<f32> =
+            ndarray_npy::read_npy(fixture("eval_inputs.npy")).unwrap();
+        let r: tract_ndarray::ArrayD<f32> = ndarray_npy::read_npy(fixture("eval_ref.npy")).unwrap();
+        let per_x = 64;
+        let x = Tensor::new(
+            vec![n, 1, 8, 8],
+            x.iter().take(n * per_x).copied().collect(),
+        )
+        .unwrap();
+        (x, r.iter().take(n * 10).copied().collect())
+    }
+
+    #[test]
+    fn fp32_matches_onnxruntime_reference_outputs() {
+        let (x, reference) = eval_batch(16);
+        let out = build(Precision::Fp32, 16).infer(&[x]).unwrap();
+        assert_eq!(out[0].shape, vec![16, 10]);
+        let max = out[0]
+            .data
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(max < 1e-4, "tract vs onnxruntime max abs diff {max}");
+    }
+
+    #[test]
+    fn lower_precisions_differ_but_stay_close() {
+        let (x, reference) = eval_batch(8);
+        for p in [Precision::Fp16, Precision::Int8, Precision::Best] {
+            let mut e = build(p, 8);
+            let out = e.infer(std::slice::from_ref(&x)).unwrap();
+            let max = out[0]
+                .data
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            let range = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(max > 0.0, "{p}: simulation must change something");
+            assert!(
+                max < 0.1 * range,
+                "{p}: max abs diff {max} vs output range {range}"
+            );
+            let counts = e.layer_precisions();
+            let expected = if p == Precision::Fp16 { "fp16" } else { "int8" };
+            assert_eq!(counts.get(expected), Some(&8), "{p}: {counts:?}");
+        }
+    }
+
+    #[test]
+    fn wrong_input_shape_is_a_clear_error() {
+        let mut e = build(Precision::Fp32, 2);
+        let err = e
+            .infer(&[Tensor::pseudo_random(&[3, 1, 8, 8], 1)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[3, 1, 8, 8]") && err.contains("[2, 1, 8, 8]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn truncated_model_is_a_build_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("cut.onnx");
+        let bytes = std::fs::read(fixture("digits_cnn.onnx")).unwrap();
+        std::fs::write(&bad, &bytes[..bytes.len() / 3]).unwrap();
+        let cell = Cell {
+            model: "m".into(),
+            cache: None,
+            device: "cpu".into(),
+            precision: Precision::Fp32,
+            backend: BackendKind::Reference,
+            batch: 1,
+        };
+        let req = BuildRequest {
+            cell: &cell,
+            model_path: &bad,
+            cache_path: None,
+        };
+        let err = ReferenceBackend.build(&req).err().unwrap().to_string();
+        assert!(
+            err.contains("cut.onnx") && err.contains("not a valid ONNX model"),
+            "{err}"
+        );
+    }
+}

@@ -198,6 +198,19 @@ fn demo_matrix_runs_and_exports() {
     assert_eq!(r["matrix"]["name"], "demo");
     assert_eq!(r["model"]["sha256"].as_str().unwrap().len(), 64);
     assert!(r["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    // The demo runs the real digits CNN on the reference backend and checks accuracy.
+    assert_eq!(r["cell"]["backend"], "reference");
+    for r in &records {
+        let top1 = r["accuracy"]["outputs"][0]["top1_accuracy"]
+            .as_f64()
+            .unwrap();
+        assert!(top1 > 0.9, "{}: top-1 {top1}", r["key"]);
+    }
+    let int8 = records
+        .iter()
+        .find(|r| r["cell"]["precision"] == "int8")
+        .unwrap();
+    assert_eq!(int8["engine"]["layer_precisions"]["int8"], 8);
     assert_eq!(r["calibench"]["version"], env!("CARGO_PKG_VERSION"));
 }
 

@@ -50,6 +50,7 @@ impl Backend for MockBackend {
                 shape: vec![request.cell.batch, 1, 8, 8],
             }],
             precision: request.cell.precision,
+            outputs: vec!["logits".into()],
         }))
     }
 }
@@ -59,11 +60,16 @@ impl Backend for MockBackend {
 struct MockEngine {
     inputs: Vec<TensorSpec>,
     precision: Precision,
+    outputs: Vec<String>,
 }
 
 impl Engine for MockEngine {
     fn inputs(&self) -> &[TensorSpec] {
         &self.inputs
+    }
+
+    fn outputs(&self) -> &[String] {
+        &self.outputs
     }
 
     fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {

@@ -54,6 +54,8 @@ pub trait Backend: Send {
 pub trait Engine {
     /// The inputs it takes, batch size applied.
     fn inputs(&self) -> &[TensorSpec];
+    /// Names of the outputs `infer` returns, in order.
+    fn outputs(&self) -> &[String];
     /// Runs one inference.
     fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError>;
     /// How many layers run at each precision (`int8`, `fp16`, `fp32`), where known.

@@ -85,11 +85,6 @@ impl ReferenceEngine {
     pub fn precision_plan(&self) -> &PrecisionPlan {
         &self.precision_plan
     }
-
-    /// Names of the outputs, in order.
-    pub fn output_names(&self) -> &[String] {
-        &self.outputs
-    }
 }
 
 impl Backend for ReferenceBackend {
@@ -118,6 +113,10 @@ impl Backend for ReferenceBackend {
 impl Engine for ReferenceEngine {
     fn inputs(&self) -> &[TensorSpec] {
         &self.inputs
+    }
+
+    fn outputs(&self) -> &[String] {
+        &self.outputs
     }
 
     fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{BackendKind, DeviceSelector, Precision};
+use crate::measure::accuracy::{CheckStat, Tolerance};
 
 /// The only spec version this calibench reads.
 pub const SPEC_VERSION: u32 = 1;
@@ -24,6 +25,110 @@ pub struct ModelSpec {
     pub id: String,
     /// Path of the ONNX file, relative to the spec file.
     pub path: PathBuf,
+    /// Evaluation inputs (`.npy` for one input, `.npz` named by input, or a TensorProto `.pb`),
+    /// samples on axis 0. Without it, the model's cells measure latency only.
+    #[serde(default)]
+    pub eval_inputs: Option<PathBuf>,
+    /// Class labels of the evaluation samples (1-D `.npy`), for top-1 accuracy.
+    #[serde(default)]
+    pub eval_labels: Option<PathBuf>,
+    /// Reference outputs for the evaluation inputs; computed by the reference backend at
+    /// fp32 (and cached) when absent.
+    #[serde(default)]
+    pub reference: Option<PathBuf>,
+    /// Accuracy tolerances.
+    #[serde(default)]
+    pub tolerance: ToleranceSpec,
+}
+
+/// Tolerance settings; every field is optional and overrides the one above it.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ToleranceFields {
+    /// Absolute tolerance (Polygraphy's --atol).
+    #[serde(default)]
+    pub atol: Option<f64>,
+    /// Relative tolerance (Polygraphy's --rtol).
+    #[serde(default)]
+    pub rtol: Option<f64>,
+    /// `elementwise`, `max`, `mean`, `median` or `quantile=Q` (Polygraphy's --check-error-stat).
+    #[serde(default)]
+    pub check: Option<CheckStat>,
+    /// Minimum cosine similarity of each output with its reference.
+    #[serde(default)]
+    pub min_cosine: Option<f64>,
+    /// Maximum top-1 accuracy drop against the reference (fraction: 0.01 = one point).
+    #[serde(default)]
+    pub max_top1_drop: Option<f64>,
+}
+
+/// A model's tolerances: defaults for every cell, with overrides per precision and per output.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ToleranceSpec {
+    /// Settings for every output and precision.
+    #[serde(flatten)]
+    pub all: ToleranceFields,
+    /// Overrides for one precision (`[models.tolerance.precision.int8]`).
+    #[serde(default)]
+    pub precision: std::collections::BTreeMap<Precision, ToleranceFields>,
+    /// Overrides for one output (`[models.tolerance.outputs.logits]`).
+    #[serde(default)]
+    pub outputs: std::collections::BTreeMap<String, ToleranceFields>,
+}
+
+impl ToleranceFields {
+    fn over(&self, mut t: Tolerance) -> Tolerance {
+        t.atol = self.atol.unwrap_or(t.atol);
+        t.rtol = self.rtol.unwrap_or(t.rtol);
+        t.check = self.check.unwrap_or(t.check);
+        t.min_cosine = self.min_cosine.or(t.min_cosine);
+        t.max_top1_drop = self.max_top1_drop.or(t.max_top1_drop);
+        t
+    }
+
+    fn problems(&self, key: &str, out: &mut Vec<SpecProblem>) {
+        let bad = |v: Option<f64>, ok: fn(f64) -> bool| v.is_some_and(|v| !ok(v));
+        for (name, v, ok, range) in [
+            ("atol", self.atol, (|v| v >= 0.0) as fn(f64) -> bool, ">= 0"),
+            ("rtol", self.rtol, |v| v >= 0.0, ">= 0"),
+            (
+                "min_cosine",
+                self.min_cosine,
+                |v| (-1.0..=1.0).contains(&v),
+                "between -1 and 1",
+            ),
+            (
+                "max_top1_drop",
+                self.max_top1_drop,
+                |v| (0.0..=1.0).contains(&v),
+                "between 0 and 1 (a fraction)",
+            ),
+        ] {
+            if bad(v, ok) {
+                out.push(SpecProblem {
+                    key: format!("{key}.{name}"),
+                    message: format!("{name} = {} is out of range", v.unwrap_or_default()),
+                    fix: format!("use a value {range}"),
+                });
+            }
+        }
+    }
+}
+
+impl ToleranceSpec {
+    /// The tolerance of one output at one precision: Polygraphy's defaults, then the model's
+    /// settings, then its precision override, then its output override.
+    pub fn resolve(&self, precision: Precision, output: &str) -> Tolerance {
+        let mut t = self.all.over(Tolerance::default());
+        if let Some(p) = self.precision.get(&precision) {
+            t = p.over(t);
+        }
+        if let Some(o) = self.outputs.get(output) {
+            t = o.over(t);
+        }
+        t
+    }
 }
 
 /// A calibration cache of the matrix, tied to one model.
@@ -226,6 +331,15 @@ impl Spec {
         let mut problems = Vec::new();
         for (i, m) in spec.models.iter_mut().enumerate() {
             m.path = resolve(base, &m.path, &format!("models[{i}].path"), &mut problems);
+            for (key, p) in [
+                ("eval_inputs", &mut m.eval_inputs),
+                ("eval_labels", &mut m.eval_labels),
+                ("reference", &mut m.reference),
+            ] {
+                if let Some(p) = p {
+                    *p = resolve(base, p, &format!("models[{i}].{key}"), &mut problems);
+                }
+            }
         }
         for (i, c) in spec.caches.iter_mut().enumerate() {
             c.path = resolve(base, &c.path, &format!("caches[{i}].path"), &mut problems);
@@ -253,24 +367,31 @@ impl Spec {
     /// Every problem of the spec's content (not its paths).
     pub fn problems(&self) -> Vec<SpecProblem> {
         let mut out = Vec::new();
-        let mut push =
-            |key: String, message: String, fix: String| out.push(SpecProblem { key, message, fix });
+        macro_rules! push {
+            ($key:expr, $message:expr, $fix:expr $(,)?) => {
+                out.push(SpecProblem {
+                    key: $key,
+                    message: $message,
+                    fix: $fix,
+                })
+            };
+        }
         if self.version != SPEC_VERSION {
-            push(
+            push!(
                 "version".into(),
                 format!("spec version {} is not supported", self.version),
                 format!("write `version = {SPEC_VERSION}`; this calibench reads version {SPEC_VERSION} only"),
             );
         }
         if let Some(why) = id_problem(&self.name) {
-            push(
+            push!(
                 "name".into(),
                 format!("matrix name {:?} {why}", self.name),
                 ID_FIX.into(),
             );
         }
         if self.models.is_empty() {
-            push(
+            push!(
                 "models".into(),
                 "the matrix has no models".into(),
                 "add a [[models]] table with `id` and `path`".into(),
@@ -279,14 +400,33 @@ impl Spec {
         let mut model_ids = BTreeSet::new();
         for (i, m) in self.models.iter().enumerate() {
             if let Some(why) = id_problem(&m.id) {
-                push(
+                push!(
                     format!("models[{i}].id"),
                     format!("model id {:?} {why}", m.id),
                     ID_FIX.into(),
                 );
             }
+            m.tolerance
+                .all
+                .problems(&format!("models[{i}].tolerance"), &mut out);
+            for (p, t) in &m.tolerance.precision {
+                t.problems(&format!("models[{i}].tolerance.precision.{p}"), &mut out);
+            }
+            for (o, t) in &m.tolerance.outputs {
+                t.problems(&format!("models[{i}].tolerance.outputs.{o}"), &mut out);
+            }
+            if (m.eval_labels.is_some() || m.reference.is_some()) && m.eval_inputs.is_none() {
+                out.push(SpecProblem {
+                    key: format!("models[{i}].eval_inputs"),
+                    message: format!(
+                        "model {:?} has labels or reference outputs but no eval_inputs",
+                        m.id
+                    ),
+                    fix: "add eval_inputs = \"PATH.npy\" with the samples they belong to".into(),
+                });
+            }
             if !model_ids.insert(m.id.as_str()) {
-                push(
+                push!(
                     format!("models[{i}].id"),
                     format!("model id {:?} is used twice", m.id),
                     "give every model its own id".into(),
@@ -296,14 +436,14 @@ impl Spec {
         let mut cache_ids = BTreeSet::new();
         for (i, c) in self.caches.iter().enumerate() {
             if let Some(why) = id_problem(&c.id) {
-                push(
+                push!(
                     format!("caches[{i}].id"),
                     format!("cache id {:?} {why}", c.id),
                     ID_FIX.into(),
                 );
             }
             if !cache_ids.insert((c.model.as_str(), c.id.as_str())) {
-                push(
+                push!(
                     format!("caches[{i}].id"),
                     format!("cache id {:?} is used twice for model {:?}", c.id, c.model),
                     "give every cache of a model its own id".into(),
@@ -311,7 +451,7 @@ impl Spec {
             }
             if !model_ids.contains(c.model.as_str()) {
                 let known = model_ids.iter().copied().collect::<Vec<_>>().join(", ");
-                push(
+                push!(
                     format!("caches[{i}].model"),
                     format!(
                         "cache {:?} names model {:?}, which is not in [[models]]",
@@ -323,7 +463,7 @@ impl Spec {
         }
         let axes = &self.axes;
         if axes.precisions.is_empty() {
-            push(
+            push!(
                 "axes.precisions".into(),
                 "no precision to run".into(),
                 "list at least one of \"fp32\", \"fp16\", \"int8\", \"best\"".into(),
@@ -332,7 +472,7 @@ impl Spec {
         if let Some(p) = axes.precisions.iter().find(|p| p.needs_cache()) {
             for m in &self.models {
                 if self.caches_of(&m.id).next().is_none() {
-                    push(
+                    push!(
                         "axes.precisions".into(),
                         format!(
                             "{p} needs a calibration cache (as trtexec --int8 --calib=FILE does), but model {:?} has none",
@@ -347,7 +487,7 @@ impl Spec {
             }
         }
         if axes.backends.is_empty() {
-            push(
+            push!(
                 "axes.backends".into(),
                 "no backend to run".into(),
                 "list at least one of \"reference\", \"cuda\", \"tensorrt\"".into(),
@@ -357,11 +497,11 @@ impl Spec {
         for (i, d) in axes.devices.iter().enumerate() {
             match d.parse::<DeviceSelector>() {
                 Ok(s) => selectors.push(s),
-                Err(e) => push(format!("axes.devices[{i}]"), e, DEVICE_FIX.into()),
+                Err(e) => push!(format!("axes.devices[{i}]"), e, DEVICE_FIX.into()),
             }
         }
         if axes.devices.is_empty() {
-            push(
+            push!(
                 "axes.devices".into(),
                 "no device to run on".into(),
                 DEVICE_FIX.into(),
@@ -374,7 +514,7 @@ impl Spec {
                 } else {
                     format!("add \"cpu\" to axes.devices for backend {b}")
                 };
-                push(
+                push!(
                     "axes.backends".into(),
                     format!("backend {b} runs on none of the devices listed"),
                     fix,
@@ -382,7 +522,7 @@ impl Spec {
             }
         }
         if axes.batch_sizes.is_empty() || axes.batch_sizes.contains(&0) {
-            push(
+            push!(
                 "axes.batch_sizes".into(),
                 "batch sizes must be a non-empty list of positive integers".into(),
                 "e.g. batch_sizes = [1, 8]".into(),
@@ -395,7 +535,7 @@ impl Spec {
             ("axes.batch_sizes", has_duplicates(&axes.batch_sizes)),
         ] {
             if dup {
-                push(
+                push!(
                     key.into(),
                     "a value is listed twice".into(),
                     "list each value once".into(),
@@ -403,14 +543,14 @@ impl Spec {
             }
         }
         if self.latency.samples < 2 {
-            push(
+            push!(
                 "latency.samples".into(),
                 "at least 2 samples are needed for a spread".into(),
                 "set latency.samples = 10 or more".into(),
             );
         }
         if self.latency.measurement_ms == 0 {
-            push(
+            push!(
                 "latency.measurement_ms".into(),
                 "measurement time must be positive".into(),
                 "set latency.measurement_ms = 1000, for example".into(),
@@ -418,7 +558,7 @@ impl Spec {
         }
         for (i, cond) in self.mock.fail.iter().enumerate() {
             if let Err(e) = super::Filter::parse(cond) {
-                push(
+                push!(
                     format!("mock.fail[{i}]"),
                     e.to_string(),
                     "write conditions as key=value".into(),

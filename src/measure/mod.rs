@@ -1,3 +1,4 @@
-//! Measurements of a built engine: latency (and, later, accuracy).
+//! Measurements of a built engine: latency and accuracy.
 
+pub mod accuracy;
 pub mod latency;

@@ -1,6 +1,7 @@
 //! Models: ONNX loading and inspection, precision plans, Q/DQ rewriting, and the plain
 //! tensor type every backend shares.
 
+pub mod data;
 pub mod onnx;
 pub mod precision;
 pub mod qdq;

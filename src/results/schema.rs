@@ -120,17 +120,6 @@ pub struct Latency {
     pub samples_per_s: f64,
 }
 
-/// Accuracy metrics of one output against its reference.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct OutputAccuracy {
-    /// Output name.
-    pub name: String,
-    /// Largest |a−b|.
-    pub max_abs: f64,
-    /// Mean |a−b|.
-    pub mean_abs: f64,
-}
-
 /// Accuracy of one cell against its reference outputs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Accuracy {
@@ -139,9 +128,15 @@ pub struct Accuracy {
     /// Why it failed, when it did.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Samples evaluated.
+    #[serde(default)]
+    pub samples: usize,
+    /// Where the reference outputs came from: a file, or `reference backend fp32`.
+    #[serde(default)]
+    pub reference: String,
     /// Per output metrics.
     #[serde(default)]
-    pub outputs: Vec<OutputAccuracy>,
+    pub outputs: Vec<crate::measure::accuracy::OutputMetrics>,
 }
 
 /// Which calibench wrote the record.

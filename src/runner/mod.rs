@@ -1,26 +1,25 @@
 //! The runner: executes a matrix's cells (build → accuracy → latency), appends one record per
 //! finished cell, resumes interrupted runs and shows progress.
 
+mod cell;
+pub mod eval;
+mod progress;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::IsTerminal;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use chrono::Utc;
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::backend::{self, Backend, BackendError, BuildRequest};
+use crate::backend::{self, Backend};
 use crate::matrix::spec::LatencySpec;
 use crate::matrix::{select, BackendKind, Cell, Filter, LoadedSpec, Shard};
-use crate::measure::latency;
-use crate::model::Tensor;
-use crate::results::schema::{
-    Artifact, CellError, EngineInfo, Environment, MatrixInfo, Record, Status, ToolInfo,
-    RECORD_SCHEMA,
-};
+use crate::results::schema::{Artifact, Environment, MatrixInfo, Status};
 use crate::results::{read_results, ResultsWriter};
+use cell::{run_cell, CellContext, CellInputs};
+use eval::EvalSets;
+use progress::Progress;
 
 /// Name of the copy of the matrix spec kept in every run folder.
 pub const MATRIX_COPY: &str = "matrix.toml";
@@ -105,24 +104,41 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
         environment: Environment::current(),
     };
     let mut backends: HashMap<BackendKind, Result<Box<dyn Backend>, String>> = HashMap::new();
+    let mut eval_sets = EvalSets::new(opts.output_dir.join(".cache").join("reference"));
     let progress = Progress::new(todo.len(), opts.progress);
     for (i, cell) in todo.iter().enumerate() {
         progress.start(cell);
         let backend = backends
             .entry(cell.backend)
             .or_insert_with(|| backend::create(cell.backend, spec).map_err(|e| e.to_string()));
-        let record = catch_unwind(AssertUnwindSafe(|| run_cell(&context, cell, backend)))
-            .unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                let started = Utc::now();
-                context.record(cell, started, Status::Failed, Some(error("internal", format!(
-                    "calibench panicked while running this cell: {what}\nfix: this is a calibench bug; please report it with the cell key"
-                ))))
-            });
+        let model = spec
+            .models
+            .iter()
+            .find(|m| m.id == cell.model)
+            .expect("cells come from the spec");
+        let record = catch_unwind(AssertUnwindSafe(|| {
+            let eval = match context.artifact("model", &model.id) {
+                Ok(a) => eval_sets.get(model, &a.sha256),
+                Err(e) => Err(e),
+            };
+            run_cell(
+                &context,
+                CellInputs {
+                    cell,
+                    model,
+                    backend,
+                    eval,
+                },
+            )
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            context.panicked(cell, what)
+        });
         writer
             .append(&record)
             .with_context(|| format!("cannot record cell {}", cell.key()))?;
@@ -236,189 +252,4 @@ fn hash_artifacts(loaded: &LoadedSpec) -> BTreeMap<String, Result<Artifact, Stri
         out.insert(key, artifact);
     }
     out
-}
-
-/// What every cell of a run shares.
-struct CellContext<'a> {
-    run_id: &'a str,
-    matrix: MatrixInfo,
-    artifacts: BTreeMap<String, Result<Artifact, String>>,
-    latency: LatencySpec,
-    environment: Environment,
-}
-
-fn error(phase: &str, message: impl Into<String>) -> CellError {
-    CellError {
-        phase: phase.to_string(),
-        message: message.into(),
-    }
-}
-
-impl CellContext<'_> {
-    fn artifact(&self, kind: &str, id: &str) -> Result<Artifact, String> {
-        self.artifacts
-            .get(&format!("{kind}:{id}"))
-            .cloned()
-            .unwrap_or_else(|| Err(format!("{kind} {id:?} is not in the matrix")))
-    }
-
-    fn cache(&self, cell: &Cell, id: &str) -> Result<Artifact, String> {
-        self.artifact("cache", &format!("{}:{id}", cell.model))
-    }
-
-    /// A record with the cell's identity filled in and no measurements.
-    fn record(
-        &self,
-        cell: &Cell,
-        started: chrono::DateTime<Utc>,
-        status: Status,
-        err: Option<CellError>,
-    ) -> Record {
-        let model = self
-            .artifact("model", &cell.model)
-            .unwrap_or_else(|_| Artifact {
-                id: cell.model.clone(),
-                path: String::new(),
-                sha256: String::new(),
-            });
-        let cache = cell.cache.as_ref().and_then(|c| self.cache(cell, c).ok());
-        Record {
-            schema: RECORD_SCHEMA,
-            run_id: self.run_id.to_string(),
-            matrix: self.matrix.clone(),
-            key: cell.key(),
-            cell: cell.clone(),
-            status,
-            error: err,
-            model,
-            cache,
-            gpu: None,
-            engine: None,
-            latency: None,
-            accuracy: None,
-            calibench: ToolInfo::current(),
-            environment: self.environment.clone(),
-            started_at: started,
-            finished_at: Utc::now(),
-        }
-    }
-}
-
-/// Builds and measures one cell. Every failure becomes a failed record.
-fn run_cell(
-    ctx: &CellContext<'_>,
-    cell: &Cell,
-    backend: &Result<Box<dyn Backend>, String>,
-) -> Record {
-    let started = Utc::now();
-    let fail = |phase: &str, message: String| {
-        ctx.record(cell, started, Status::Failed, Some(error(phase, message)))
-    };
-    let backend = match backend {
-        Ok(b) => b,
-        Err(e) => return fail("setup", e.clone()),
-    };
-    let model = match ctx.artifact("model", &cell.model) {
-        Ok(m) => m,
-        Err(e) => return fail("setup", e),
-    };
-    let cache = match cell.cache.as_ref().map(|c| ctx.cache(cell, c)).transpose() {
-        Ok(c) => c,
-        Err(e) => return fail("setup", e),
-    };
-    let request = BuildRequest {
-        cell,
-        model_path: Path::new(&model.path),
-        cache_path: cache.as_ref().map(|c| Path::new(c.path.as_str())),
-    };
-    let build_start = Instant::now();
-    let mut engine = match backend.build(&request) {
-        Ok(e) => e,
-        Err(e) => return fail("build", e.to_string()),
-    };
-    let engine_info = EngineInfo {
-        build_s: build_start.elapsed().as_secs_f64(),
-        cached: false,
-        layer_precisions: engine.layer_precisions(),
-    };
-    let inputs: Vec<Tensor> = engine
-        .inputs()
-        .iter()
-        .enumerate()
-        .map(|(i, s)| Tensor::pseudo_random(&s.shape, i as u64 + 1))
-        .collect();
-    let latency =
-        latency::measure_wall(&ctx.latency, cell.batch, || engine.infer(&inputs).map(drop));
-    let mut record = ctx.record(cell, started, Status::Ok, None);
-    record.engine = Some(engine_info);
-    match latency {
-        Ok(l) => record.latency = Some(l),
-        Err(e) => {
-            let e: BackendError = e;
-            record.status = Status::Failed;
-            record.error = Some(error("latency", e.to_string()));
-        }
-    }
-    record.finished_at = Utc::now();
-    record
-}
-
-/// Progress: a bar on a terminal, one line per finished cell elsewhere (CI logs).
-struct Progress {
-    bar: Option<ProgressBar>,
-    lines: bool,
-}
-
-impl Progress {
-    fn new(total: usize, enabled: bool) -> Progress {
-        let terminal = std::io::stderr().is_terminal();
-        let bar = (enabled && terminal).then(|| {
-            let bar = ProgressBar::new(total as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} cells  eta {eta}  {msg}",
-                )
-                .expect("valid template"),
-            );
-            bar
-        });
-        Progress {
-            bar,
-            lines: enabled && !terminal,
-        }
-    }
-
-    fn start(&self, cell: &Cell) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(cell.key());
-        }
-    }
-
-    fn finish_cell(&self, done: usize, total: usize, record: &Record) {
-        let what = match (&record.latency, &record.error) {
-            (_, Some(e)) => format!(
-                "{} ({})",
-                record.status,
-                e.message.lines().next().unwrap_or("")
-            ),
-            (Some(l), None) => format!(
-                "{}  median {:.3} ms  p99 {:.3} ms",
-                record.status, l.median_ms, l.p99_ms
-            ),
-            (None, None) => record.status.to_string(),
-        };
-        let line = format!("[{done}/{total}] {}  {what}", record.key);
-        if let Some(bar) = &self.bar {
-            bar.println(line);
-            bar.inc(1);
-        } else if self.lines {
-            eprintln!("{line}");
-        }
-    }
-
-    fn done(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
 }

@@ -1,0 +1,246 @@
+//! One cell: build its engine, check its accuracy, measure its latency, make its record.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use chrono::Utc;
+
+use super::eval::{run_dataset, EvalSet};
+use crate::backend::{Backend, BackendError, BuildRequest};
+use crate::matrix::spec::{LatencySpec, ModelSpec};
+use crate::matrix::Cell;
+use crate::measure::{accuracy, latency};
+use crate::model::Tensor;
+use crate::results::schema::{
+    Accuracy, Artifact, CellError, EngineInfo, Environment, MatrixInfo, Record, Status, ToolInfo,
+    RECORD_SCHEMA,
+};
+
+/// What every cell of a run shares.
+pub struct CellContext<'a> {
+    /// Run id.
+    pub run_id: &'a str,
+    /// Matrix name and sha256.
+    pub matrix: MatrixInfo,
+    /// Hashes of models (`model:ID`) and caches (`cache:MODEL:ID`), or why a file is unreadable.
+    pub artifacts: BTreeMap<String, Result<Artifact, String>>,
+    /// Latency settings.
+    pub latency: LatencySpec,
+    /// The host.
+    pub environment: Environment,
+}
+
+fn error(phase: &str, message: impl Into<String>) -> CellError {
+    CellError {
+        phase: phase.to_string(),
+        message: message.into(),
+    }
+}
+
+impl CellContext<'_> {
+    /// A model's or cache's artifact.
+    pub fn artifact(&self, kind: &str, id: &str) -> Result<Artifact, String> {
+        self.artifacts
+            .get(&format!("{kind}:{id}"))
+            .cloned()
+            .unwrap_or_else(|| Err(format!("{kind} {id:?} is not in the matrix")))
+    }
+
+    fn cache(&self, cell: &Cell, id: &str) -> Result<Artifact, String> {
+        self.artifact("cache", &format!("{}:{id}", cell.model))
+    }
+
+    /// A record with the cell's identity filled in and no measurements.
+    pub fn record(
+        &self,
+        cell: &Cell,
+        started: chrono::DateTime<Utc>,
+        status: Status,
+        err: Option<CellError>,
+    ) -> Record {
+        let model = self
+            .artifact("model", &cell.model)
+            .unwrap_or_else(|_| Artifact {
+                id: cell.model.clone(),
+                path: String::new(),
+                sha256: String::new(),
+            });
+        let cache = cell.cache.as_ref().and_then(|c| self.cache(cell, c).ok());
+        Record {
+            schema: RECORD_SCHEMA,
+            run_id: self.run_id.to_string(),
+            matrix: self.matrix.clone(),
+            key: cell.key(),
+            cell: cell.clone(),
+            status,
+            error: err,
+            model,
+            cache,
+            gpu: None,
+            engine: None,
+            latency: None,
+            accuracy: None,
+            calibench: ToolInfo::current(),
+            environment: self.environment.clone(),
+            started_at: started,
+            finished_at: Utc::now(),
+        }
+    }
+
+    /// A failed record for a cell whose run panicked.
+    pub fn panicked(&self, cell: &Cell, what: String) -> Record {
+        self.record(
+            cell,
+            Utc::now(),
+            Status::Failed,
+            Some(error(
+                "internal",
+                format!("calibench panicked while running this cell: {what}\nfix: this is a calibench bug; please report it with the cell key"),
+            )),
+        )
+    }
+}
+
+/// Everything one cell needs beyond the shared context.
+pub struct CellInputs<'a> {
+    /// The cell.
+    pub cell: &'a Cell,
+    /// Its model's spec (for tolerances).
+    pub model: &'a ModelSpec,
+    /// Its backend, or why it is unavailable.
+    pub backend: &'a Result<Box<dyn Backend>, String>,
+    /// Its evaluation set, none, or why it could not be loaded.
+    pub eval: Result<Option<std::sync::Arc<EvalSet>>, String>,
+}
+
+/// Builds, evaluates and measures one cell. Every failure becomes a failed record.
+pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
+    let cell = input.cell;
+    let started = Utc::now();
+    let fail = |phase: &str, message: String| {
+        ctx.record(cell, started, Status::Failed, Some(error(phase, message)))
+    };
+    let backend = match input.backend {
+        Ok(b) => b,
+        Err(e) => return fail("setup", e.clone()),
+    };
+    let model = match ctx.artifact("model", &cell.model) {
+        Ok(m) => m,
+        Err(e) => return fail("setup", e),
+    };
+    let cache = match cell.cache.as_ref().map(|c| ctx.cache(cell, c)).transpose() {
+        Ok(c) => c,
+        Err(e) => return fail("setup", e),
+    };
+    let eval = match input.eval {
+        Ok(e) => e,
+        Err(e) => {
+            return fail(
+                "setup",
+                format!("evaluation data of model {:?}: {e}", cell.model),
+            )
+        }
+    };
+    let request = BuildRequest {
+        cell,
+        model_path: Path::new(&model.path),
+        cache_path: cache.as_ref().map(|c| Path::new(c.path.as_str())),
+    };
+    let build_start = Instant::now();
+    let mut engine = match backend.build(&request) {
+        Ok(e) => e,
+        Err(e) => {
+            return fail(
+                "build",
+                format!("model {:?} ({}): {e}", cell.model, model.path),
+            )
+        }
+    };
+    let mut record = ctx.record(cell, started, Status::Ok, None);
+    record.engine = Some(EngineInfo {
+        build_s: build_start.elapsed().as_secs_f64(),
+        cached: false,
+        layer_precisions: engine.layer_precisions(),
+    });
+
+    let latency_inputs: Vec<Tensor> = match &eval {
+        Some(set) => {
+            let accuracy = match evaluate(engine.as_mut(), set, cell, input.model) {
+                Ok(a) => a,
+                Err(e) => {
+                    record.status = Status::Failed;
+                    record.error = Some(error("accuracy", e.to_string()));
+                    record.finished_at = Utc::now();
+                    return record;
+                }
+            };
+            if !accuracy.passed {
+                record.status = Status::Failed;
+                record.error = Some(error(
+                    "accuracy",
+                    accuracy.reason.clone().unwrap_or_default(),
+                ));
+            }
+            record.accuracy = Some(accuracy);
+            set.inputs
+                .batch(0, cell.batch.min(set.inputs.samples()), cell.batch)
+        }
+        None => engine
+            .inputs()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Tensor::pseudo_random(&s.shape, i as u64 + 1))
+            .collect(),
+    };
+    match latency::measure_wall(&ctx.latency, cell.batch, || {
+        engine.infer(&latency_inputs).map(drop)
+    }) {
+        Ok(l) => record.latency = Some(l),
+        Err(e) => {
+            let e: BackendError = e;
+            record.status = Status::Failed;
+            record.error = Some(error("latency", e.to_string()));
+        }
+    }
+    record.finished_at = Utc::now();
+    record
+}
+
+/// Runs the evaluation set and compares every output with its reference.
+fn evaluate(
+    engine: &mut dyn crate::backend::Engine,
+    set: &EvalSet,
+    cell: &Cell,
+    model: &ModelSpec,
+) -> Result<Accuracy, BackendError> {
+    let outputs = run_dataset(engine, &set.inputs, cell.batch)?;
+    let names = engine.outputs().to_vec();
+    let mut metrics = Vec::new();
+    for (name, actual) in names.iter().zip(&outputs) {
+        let Some(i) = set.reference.names.iter().position(|n| n == name) else {
+            return Err(BackendError::Infer(format!(
+                "output {name:?} has no reference output"
+            )));
+        };
+        let tol = model.tolerance.resolve(cell.precision, name);
+        metrics.push(accuracy::compare(
+            name,
+            actual,
+            &set.reference.tensors[i],
+            set.labels.as_deref(),
+            &tol,
+        ));
+    }
+    let reasons: Vec<String> = metrics
+        .iter()
+        .filter_map(|m| m.reason.as_ref().map(|r| format!("{}: {r}", m.name)))
+        .collect();
+    Ok(Accuracy {
+        passed: reasons.is_empty(),
+        reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+        samples: set.inputs.samples(),
+        reference: set.reference_origin.clone(),
+        outputs: metrics,
+    })
+}

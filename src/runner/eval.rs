@@ -1,0 +1,215 @@
+//! Evaluation sets: a model's inputs, labels and reference outputs, loaded once per run.
+//! Reference outputs come from the spec's `reference` file, or are computed by the reference
+//! backend at fp32 and cached on disk (keyed by the sha256 of model and inputs).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::backend::reference::ReferenceEngine;
+use crate::backend::{BackendError, Engine};
+use crate::matrix::spec::ModelSpec;
+use crate::matrix::Precision;
+use crate::model::data::{read_labels, write_npz, Dataset};
+use crate::model::onnx::OnnxModel;
+use crate::model::{precision, Tensor};
+
+/// What a model is evaluated on.
+#[derive(Debug, Clone)]
+pub struct EvalSet {
+    /// Inputs, named after the model's inputs.
+    pub inputs: Dataset,
+    /// Class labels, if given.
+    pub labels: Option<Vec<i64>>,
+    /// Reference outputs, named after the model's outputs.
+    pub reference: Dataset,
+    /// Where the reference outputs came from.
+    pub reference_origin: String,
+}
+
+/// Evaluation sets of a run, loaded on first use.
+#[derive(Debug)]
+pub struct EvalSets {
+    cache_dir: PathBuf,
+    loaded: HashMap<String, Result<Option<Arc<EvalSet>>, String>>,
+}
+
+impl EvalSets {
+    /// Evaluation sets whose computed references are cached under `cache_dir`.
+    pub fn new(cache_dir: PathBuf) -> EvalSets {
+        EvalSets {
+            cache_dir,
+            loaded: HashMap::new(),
+        }
+    }
+
+    /// The evaluation set of a model (`None` when the spec gives no `eval_inputs`).
+    pub fn get(
+        &mut self,
+        model: &ModelSpec,
+        model_sha256: &str,
+    ) -> Result<Option<Arc<EvalSet>>, String> {
+        self.loaded
+            .entry(model.id.clone())
+            .or_insert_with(|| load(model, model_sha256, &self.cache_dir).map(|o| o.map(Arc::new)))
+            .clone()
+    }
+}
+
+fn load(
+    model: &ModelSpec,
+    model_sha256: &str,
+    cache_dir: &Path,
+) -> Result<Option<EvalSet>, String> {
+    let Some(inputs_path) = &model.eval_inputs else {
+        return Ok(None);
+    };
+    let onnx = OnnxModel::load(&model.path).map_err(|e| e.to_string())?;
+    let input_names: Vec<String> = onnx.inputs().into_iter().map(|i| i.name).collect();
+    let output_names: Vec<String> = onnx.outputs().into_iter().map(|o| o.name).collect();
+    let inputs = Dataset::read(inputs_path, &input_names).map_err(|e| e.to_string())?;
+    for (io, t) in onnx.inputs().iter().zip(&inputs.tensors) {
+        let wanted = io
+            .shape_at_batch(t.shape[0])
+            .map_err(|e| format!("{}: {e}", model.path.display()))?;
+        if !io.dims.is_empty() && wanted != t.shape {
+            return Err(format!(
+                "{}: input {:?} is {:?} ({} samples of {:?}), but model {:?} takes {:?} per batch\nfix: save the evaluation inputs with the model's input shape, samples on axis 0",
+                inputs_path.display(),
+                io.name,
+                t.shape,
+                t.shape[0],
+                &t.shape[1..],
+                model.id,
+                io.dims
+                    .iter()
+                    .map(|d| match d {
+                        crate::model::onnx::Dim::Fixed(n) => n.to_string(),
+                        crate::model::onnx::Dim::Symbolic(s) => s.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            ));
+        }
+    }
+    let samples = inputs.samples();
+    let labels = match &model.eval_labels {
+        Some(p) => {
+            let l = read_labels(p).map_err(|e| e.to_string())?;
+            if l.len() != samples {
+                return Err(format!(
+                    "{}: {} labels for {samples} evaluation samples\nfix: labels and eval_inputs must describe the same samples",
+                    p.display(),
+                    l.len()
+                ));
+            }
+            Some(l)
+        }
+        None => None,
+    };
+    let (reference, reference_origin) = match &model.reference {
+        Some(p) => (
+            Dataset::read(p, &output_names).map_err(|e| e.to_string())?,
+            p.display().to_string(),
+        ),
+        None => {
+            let inputs_sha = crate::hash::sha256_file(inputs_path)
+                .map_err(|e| format!("cannot read {}: {e}", inputs_path.display()))?;
+            let cached =
+                cache_dir.join(format!("{}-{}.npz", &model_sha256[..16], &inputs_sha[..16]));
+            let origin = format!("reference backend fp32 (cached in {})", cached.display());
+            if cached.is_file() {
+                if let Ok(d) = Dataset::read(&cached, &output_names) {
+                    return finish(inputs, labels, d, origin, model).map(Some);
+                }
+            }
+            let computed = compute_reference(&onnx, &inputs)
+                .map_err(|e| format!("computing reference outputs: {e}"))?;
+            let named: Vec<(String, Tensor)> = output_names
+                .iter()
+                .cloned()
+                .zip(computed.tensors.iter().cloned())
+                .collect();
+            if std::fs::create_dir_all(cache_dir).is_ok() {
+                let tmp = cached.with_extension("npz.tmp");
+                if write_npz(&tmp, &named).is_ok() {
+                    let _ = std::fs::rename(&tmp, &cached);
+                }
+            }
+            (computed, origin)
+        }
+    };
+    finish(inputs, labels, reference, reference_origin, model).map(Some)
+}
+
+fn finish(
+    inputs: Dataset,
+    labels: Option<Vec<i64>>,
+    reference: Dataset,
+    origin: String,
+    model: &ModelSpec,
+) -> Result<EvalSet, String> {
+    if reference.samples() != inputs.samples() {
+        return Err(format!(
+            "model {:?}: the reference outputs hold {} samples but eval_inputs {}\nfix: regenerate the reference outputs from these inputs, or drop `reference` to compute them",
+            model.id,
+            reference.samples(),
+            inputs.samples()
+        ));
+    }
+    Ok(EvalSet {
+        inputs,
+        labels,
+        reference,
+        reference_origin: origin,
+    })
+}
+
+/// fp32 outputs of the reference backend for every sample.
+fn compute_reference(onnx: &OnnxModel, inputs: &Dataset) -> Result<Dataset, BackendError> {
+    let batch = inputs.samples().clamp(1, 64);
+    let plan = precision::plan(onnx, Precision::Fp32, None);
+    let mut engine = ReferenceEngine::compile(onnx, batch, plan)?;
+    let tensors = run_dataset(&mut engine, inputs, batch)?;
+    Ok(Dataset {
+        names: engine.outputs().to_vec(),
+        tensors,
+    })
+}
+
+/// Runs every sample of a data set through an engine at its batch size (the last batch is
+/// padded with zeros, and the padding's outputs dropped); returns each output for all samples.
+pub fn run_dataset(
+    engine: &mut dyn Engine,
+    inputs: &Dataset,
+    batch: usize,
+) -> Result<Vec<Tensor>, BackendError> {
+    let n = inputs.samples();
+    let mut outputs: Vec<Tensor> = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let count = batch.min(n - start);
+        let outs = engine.infer(&inputs.batch(start, count, batch))?;
+        if outputs.is_empty() {
+            outputs = outs
+                .iter()
+                .map(|o| Tensor {
+                    shape: [vec![0], o.shape.get(1..).unwrap_or(&[]).to_vec()].concat(),
+                    data: Vec::new(),
+                })
+                .collect();
+        }
+        for (acc, o) in outputs.iter_mut().zip(outs) {
+            if o.shape.first() != Some(&batch) {
+                return Err(BackendError::Infer(format!(
+                    "an output has shape {:?}; calibench expects the batch on axis 0 ({batch})",
+                    o.shape
+                )));
+            }
+            let per = o.data.len() / batch;
+            acc.data.extend_from_slice(&o.data[..count * per]);
+            acc.shape[0] += count;
+        }
+        start += count;
+    }
+    Ok(outputs)
+}

@@ -1,0 +1,188 @@
+//! End-to-end runs of the reference backend on the digits fixtures: accuracy gates,
+//! reference outputs computed and cached, and bad inputs recorded per cell.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn digits(f: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/digits")
+        .join(f)
+        .display()
+        .to_string()
+}
+
+fn run(spec: &Path, out: &Path) -> (Output, Vec<serde_json::Value>) {
+    let o = Command::new(env!("CARGO_BIN_EXE_calibench"))
+        .args([
+            "run",
+            "-q",
+            "--warmup-ms",
+            "1",
+            "--measurement-ms",
+            "2",
+            "--samples",
+            "3",
+            "--output",
+        ])
+        .arg(out)
+        .arg(spec)
+        .output()
+        .unwrap();
+    let run_dir = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let records = std::fs::read_to_string(run_dir.join("results.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (o, records)
+}
+
+fn spec(dir: &Path, model_extra: &str, precisions: &str) -> PathBuf {
+    let text = format!(
+        r#"version = 1
+name = "ref"
+[axes]
+precisions = [{precisions}]
+backends = ["reference"]
+batch_sizes = [7]
+[[models]]
+id = "digits"
+path = "{model}"
+eval_inputs = "{inputs}"
+eval_labels = "{labels}"
+{model_extra}
+[[caches]]
+id = "entropy"
+model = "digits"
+path = "{cache}"
+"#,
+        model = digits("digits_cnn.onnx"),
+        inputs = digits("eval_inputs.npy"),
+        labels = digits("eval_labels.npy"),
+        cache = digits("digits_cnn.entropy.cache"),
+    );
+    let p = dir.join("spec.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn computed_reference_is_cached_and_fp32_matches_it_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(
+        dir.path(),
+        "[models.tolerance]\natol = 0.0\nrtol = 0.0",
+        "\"fp32\"",
+    );
+    let (o, records) = run(&s, dir.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let acc = &records[0]["accuracy"];
+    assert_eq!(acc["samples"], 400);
+    assert!(acc["reference"]
+        .as_str()
+        .unwrap()
+        .contains("reference backend fp32"));
+    assert_eq!(
+        acc["outputs"][0]["max_abs"], 0.0,
+        "batch 7 (with a padded last batch) equals the batch-64 reference"
+    );
+    let cached: Vec<_> = std::fs::read_dir(dir.path().join(".cache/reference"))
+        .unwrap()
+        .collect();
+    assert_eq!(cached.len(), 1, "the computed reference is cached on disk");
+    assert_eq!(acc["outputs"][0]["top1_accuracy"], 0.9875);
+}
+
+#[test]
+fn accuracy_gate_failure_is_recorded_with_the_passing_tolerance() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "reference = \"{}\"\n[models.tolerance]\natol = 1e-3\nrtol = 1e-3",
+        digits("eval_ref.npy")
+    );
+    let (o, records) = run(&spec(dir.path(), &extra, "\"fp32\", \"int8\""), dir.path());
+    assert_eq!(o.status.code(), Some(1), "an accuracy gate failed");
+    assert_eq!(records.len(), 2);
+    let fp32 = records
+        .iter()
+        .find(|r| r["cell"]["precision"] == "fp32")
+        .unwrap();
+    assert_eq!(fp32["status"], "ok");
+    let int8 = records
+        .iter()
+        .find(|r| r["cell"]["precision"] == "int8")
+        .unwrap();
+    assert_eq!(int8["status"], "failed");
+    assert_eq!(int8["error"]["phase"], "accuracy");
+    let out = &int8["accuracy"]["outputs"][0];
+    assert!(out["min_passing_atol"].as_f64().unwrap() > 1e-3);
+    assert!(out["reason"]
+        .as_str()
+        .unwrap()
+        .contains("would pass with atol="));
+    assert_eq!(int8["engine"]["layer_precisions"]["int8"], 8);
+    assert!(
+        int8["latency"]["median_ms"].as_f64().unwrap() > 0.0,
+        "latency is still measured"
+    );
+}
+
+#[test]
+fn bad_model_and_bad_data_fail_their_cells_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.onnx");
+    let bytes = std::fs::read(digits("digits_cnn.onnx")).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let wrong = dir.path().join("wrong.npy");
+    // A [400, 10] array where the model wants [N, 1, 8, 8].
+    std::fs::copy(digits("eval_ref.npy"), &wrong).unwrap();
+    let text = format!(
+        r#"version = 1
+name = "bad"
+[axes]
+precisions = ["fp32"]
+backends = ["reference"]
+[[models]]
+id = "cut"
+path = "{cut}"
+[[models]]
+id = "wrong-data"
+path = "{model}"
+eval_inputs = "{wrong}"
+[[models]]
+id = "good"
+path = "{model}"
+"#,
+        cut = cut.display(),
+        model = digits("digits_cnn.onnx"),
+        wrong = wrong.display()
+    );
+    let s = dir.path().join("bad.toml");
+    std::fs::write(&s, text).unwrap();
+    let (o, records) = run(&s, dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(records.len(), 3, "every cell recorded");
+    let by = |id: &str| {
+        records
+            .iter()
+            .find(|r| r["cell"]["model"] == id)
+            .unwrap()
+            .clone()
+    };
+    let cut = by("cut");
+    assert_eq!(cut["error"]["phase"], "build");
+    let msg = cut["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("cut.onnx") && msg.contains("not a valid ONNX model"),
+        "{msg}"
+    );
+    let wrong = by("wrong-data");
+    assert_eq!(wrong["status"], "failed");
+    let msg = wrong["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("wrong.npy") && msg.contains("[400, 10]"),
+        "{msg}"
+    );
+    assert_eq!(by("good")["status"], "ok");
+}

@@ -45,8 +45,13 @@ pub enum Command {
 pub enum CacheCommand {
     /// Header, tensor count, scale statistics and suspicious entries of a cache.
     Inspect(InspectArgs),
+    /// Check a cache against a model (coverage) and a TensorRT version (header).
+    Check(CheckArgs),
     /// Compare two caches of one model (e.g. calibrated on two GPUs): per-tensor scale ratios.
     Diff(DiffArgs),
+    /// Write an explicitly quantized (Q/DQ) model from a model and its cache, for TensorRT
+    /// versions without implicit calibration.
+    ToQdq(ToQdqArgs),
     /// Convert onnxruntime's calibration table or JSON to a TensorRT cache.
     Import(ImportArgs),
     /// Show or set where a cache came from (FILE.provenance.json).
@@ -60,6 +65,35 @@ pub struct InspectArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The calibration cache.
+    pub file: PathBuf,
+    /// The ONNX model the cache is meant for.
+    #[arg(long, short = 'm', value_name = "MODEL.onnx")]
+    pub model: PathBuf,
+    /// The TensorRT version that will read the cache (e.g. 10.14.1): a different header version
+    /// makes TensorRT reject the cache.
+    #[arg(long, value_name = "X.Y.Z")]
+    pub trt_version: Option<calibench::cache::TrtVersion>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ToQdqArgs {
+    /// The ONNX model.
+    #[arg(long, short = 'm', value_name = "MODEL.onnx")]
+    pub model: PathBuf,
+    /// Its calibration cache.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub cache: PathBuf,
+    /// Where to write the Q/DQ model.
+    #[arg(long, short = 'o', value_name = "OUT.onnx")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -150,3 +150,125 @@ fn provenance_set_and_show() {
         Some(2)
     );
 }
+
+fn digits(f: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/digits")
+        .join(f)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn check_reports_coverage_version_and_gates() {
+    let (cache, model) = (
+        digits("digits_cnn.entropy.cache"),
+        digits("digits_cnn.onnx"),
+    );
+    let o = calibench(&[
+        "cache",
+        "check",
+        &cache,
+        "--model",
+        &model,
+        "--trt-version",
+        "10.14.1",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("10 of 10"));
+    let o = calibench(&[
+        "cache",
+        "check",
+        &cache,
+        "--model",
+        &model,
+        "--trt-version",
+        "8.6.1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("REJECTED"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join("partial.cache");
+    let text: String = std::fs::read_to_string(&cache)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("conv2_out"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&partial, text).unwrap();
+    let o = calibench(&[
+        "cache",
+        "check",
+        partial.to_str().unwrap(),
+        "-m",
+        &model,
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["verdict"], "incomplete");
+    assert_eq!(v["missing"][0]["tensor"], "conv2_out");
+    assert_eq!(v["missing"][0]["produced_by"], "conv2");
+    assert_eq!(v["missing"][0]["read_by"][0], "relu2");
+}
+
+#[test]
+fn to_qdq_writes_a_model_that_runs_close_to_fp32() {
+    use calibench::backend::reference::ReferenceEngine;
+    use calibench::backend::Engine;
+    use calibench::model::data::Dataset;
+    use calibench::model::onnx::OnnxModel;
+    use calibench::model::precision;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("digits.qdq.onnx");
+    let o = calibench(&[
+        "cache",
+        "to-qdq",
+        "-m",
+        &digits("digits_cnn.onnx"),
+        "-c",
+        &digits("digits_cnn.entropy.cache"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = OnnxModel::load(&out).unwrap();
+    let ops: Vec<&str> = model
+        .graph()
+        .node
+        .iter()
+        .map(|n| n.op_type.as_str())
+        .collect();
+    assert_eq!(
+        ops.iter().filter(|o| **o == "QuantizeLinear").count(),
+        9 + 4,
+        "9 activations + 4 weights"
+    );
+    // Run it as a plain fp32 model: the Q/DQ nodes do the quantization.
+    let plan = precision::plan(&model, calibench::matrix::Precision::Fp32, None);
+    let mut engine = ReferenceEngine::compile(&model, 400, plan).unwrap();
+    let x = Dataset::read(
+        std::path::Path::new(&digits("eval_inputs.npy")),
+        &["input".into()],
+    )
+    .unwrap();
+    let r = Dataset::read(
+        std::path::Path::new(&digits("eval_ref.npy")),
+        &["logits".into()],
+    )
+    .unwrap();
+    let y = engine.infer(&x.tensors).unwrap();
+    let (a, b) = (&y[0].data, &r.tensors[0].data);
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let cosine = dot / (na * nb);
+    assert!(cosine > 0.99, "cosine {cosine}");
+    assert!(a != b, "quantization changed the outputs");
+}

@@ -23,6 +23,7 @@ type State = tract_onnx::tract_core::plan::SimpleState<TypedFact, Box<dyn TypedO
 pub struct ReferenceEngine {
     state: State,
     inputs: Vec<TensorSpec>,
+    input_types: Vec<DatumType>,
     outputs: Vec<String>,
     precision_plan: PrecisionPlan,
 }
@@ -37,17 +38,19 @@ impl ReferenceEngine {
         let path = model.path.display().to_string();
         let build_err = |what: &str, e: TractError| {
             BackendError::Build(format!(
-                "{path}: tract could not {what} the model: {e:?}\nfix: check that every operator and shape is supported by tract (the reference backend); `calibench plan` lists the cell"
+                "{path}: tract could not {what} the model: {e:#}\nfix: check that every operator and shape is supported by tract (the reference backend); `calibench plan` lists the cell"
             ))
         };
         let mut inputs = Vec::new();
+        let mut input_types = Vec::new();
         for io in model.inputs() {
-            if io.elem_type != 1 {
-                return Err(BackendError::Build(format!(
-                    "{path}: input {:?} is not float32 (ONNX type {}); calibench feeds float32 inputs",
+            let dt = datum_type(io.elem_type).ok_or_else(|| {
+                BackendError::Build(format!(
+                    "{path}: input {:?} has ONNX element type {}, which calibench cannot feed",
                     io.name, io.elem_type
-                )));
-            }
+                ))
+            })?;
+            input_types.push(dt);
             let shape = io
                 .shape_at_batch(batch)
                 .map_err(|e| BackendError::Build(format!("{path}: {e}")))?;
@@ -64,7 +67,7 @@ impl ReferenceEngine {
             .map_err(|e| build_err("load", e))?;
         for (i, spec) in inputs.iter().enumerate() {
             inference
-                .set_input_fact(i, f32::fact(spec.shape.clone()).into())
+                .set_input_fact(i, input_types[i].fact(spec.shape.clone()).into())
                 .map_err(|e| build_err("set the input shape of", e))?;
         }
         let plan = inference
@@ -76,6 +79,7 @@ impl ReferenceEngine {
         Ok(ReferenceEngine {
             state,
             inputs,
+            input_types,
             outputs,
             precision_plan,
         })
@@ -85,6 +89,21 @@ impl ReferenceEngine {
     pub fn precision_plan(&self) -> &PrecisionPlan {
         &self.precision_plan
     }
+}
+
+/// The tract type of an ONNX element type that calibench can feed from f32 data.
+fn datum_type(elem_type: i32) -> Option<DatumType> {
+    Some(match elem_type {
+        1 => DatumType::F32,
+        2 => DatumType::U8,
+        3 => DatumType::I8,
+        6 => DatumType::I32,
+        7 => DatumType::I64,
+        9 => DatumType::Bool,
+        10 => DatumType::F16,
+        11 => DatumType::F64,
+        _ => return None,
+    })
 }
 
 impl Backend for ReferenceBackend {
@@ -128,7 +147,7 @@ impl Engine for ReferenceEngine {
             )));
         }
         let mut values = TVec::new();
-        for (t, spec) in inputs.iter().zip(&self.inputs) {
+        for ((t, spec), dt) in inputs.iter().zip(&self.inputs).zip(&self.input_types) {
             if t.shape != spec.shape {
                 return Err(BackendError::Infer(format!(
                     "input {:?} has shape {:?}, the engine takes {:?}",
@@ -137,12 +156,21 @@ impl Engine for ReferenceEngine {
             }
             let tensor = tract_ndarray::ArrayD::from_shape_vec(t.shape.clone(), t.data.clone())
                 .map_err(|e| BackendError::Infer(e.to_string()))?;
-            values.push(tract_onnx::prelude::Tensor::from(tensor).into());
+            let tensor = tract_onnx::prelude::Tensor::from(tensor)
+                .cast_to_dt(*dt)
+                .map_err(|e| {
+                    BackendError::Infer(format!(
+                        "input {:?} cannot be converted to {dt:?}: {e}",
+                        spec.name
+                    ))
+                })?
+                .into_owned();
+            values.push(tensor.into());
         }
         let outs = self
             .state
             .run(values)
-            .map_err(|e| BackendError::Infer(format!("tract failed while running: {e:?}")))?;
+            .map_err(|e| BackendError::Infer(format!("tract failed while running: {e:#}")))?;
         outs.into_iter()
             .map(|v| {
                 let v = v.cast_to::<f32>().map_err(|e| {

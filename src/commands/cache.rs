@@ -10,12 +10,20 @@ use calibench::cache::provenance::{sidecar_path, Provenance};
 use calibench::cache::{CalibrationCache, Calibrator};
 
 use super::Outcome;
-use crate::cli::{CacheCommand, DiffArgs, ImportArgs, InspectArgs, ProvenanceArgs};
+use crate::cli::{
+    CacheCommand, CheckArgs, DiffArgs, ImportArgs, InspectArgs, ProvenanceArgs, ToQdqArgs,
+};
+use calibench::cache::coverage::{check, Verdict};
+use calibench::matrix::Precision;
+use calibench::model::onnx::OnnxModel;
+use calibench::model::{precision, qdq};
 
 pub fn cache(cmd: &CacheCommand) -> anyhow::Result<Outcome> {
     match cmd {
         CacheCommand::Inspect(a) => inspect_cmd(a),
+        CacheCommand::Check(a) => check_cmd(a),
         CacheCommand::Diff(a) => diff_cmd(a),
+        CacheCommand::ToQdq(a) => to_qdq_cmd(a),
         CacheCommand::Import(a) => import_cmd(a),
         CacheCommand::Provenance(a) => provenance_cmd(a),
     }
@@ -255,6 +263,100 @@ fn provenance_cmd(args: &ProvenanceArgs) -> anyhow::Result<Outcome> {
         for (k, v) in p.fields() {
             println!("{k} = {v}");
         }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn check_cmd(args: &CheckArgs) -> anyhow::Result<Outcome> {
+    let cache = read_trt(&args.file)?;
+    let model = OnnxModel::load(&args.model)?;
+    let c = check(&cache, &model, args.trt_version);
+    if args.json {
+        print_json(&c)?;
+    } else {
+        println!("cache:    {}  ({})", args.file.display(), cache.header);
+        println!("model:    {}", args.model.display());
+        println!(
+            "coverage: {} of {} tensors TensorRT would quantize have a scale",
+            c.covered, c.quantizable
+        );
+        if !c.missing.is_empty() {
+            println!("missing ({}):", c.missing.len());
+            for m in &c.missing {
+                println!(
+                    "  {}  (made by {}, read by {})",
+                    m.tensor,
+                    m.produced_by.as_deref().unwrap_or("the graph input"),
+                    if m.read_by.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        m.read_by.join(", ")
+                    }
+                );
+            }
+        }
+        if !c.unknown_entries.is_empty() {
+            println!(
+                "cache entries naming no tensor of the model ({}):",
+                c.unknown_entries.len()
+            );
+            for n in c.unknown_entries.iter().take(20) {
+                println!("  {n}");
+            }
+            if c.unknown_entries.len() > 20 {
+                println!(
+                    "  … and {} more (--json lists all)",
+                    c.unknown_entries.len() - 20
+                );
+            }
+        }
+        if c.internal_entries > 0 {
+            println!(
+                "TensorRT-internal entries: {} (no ONNX tensor by construction; ignored)",
+                c.internal_entries
+            );
+        }
+        if let (Some(t), Some(ok)) = (&c.target_version, c.version_ok) {
+            println!(
+                "version:  cache written by TensorRT {}, target {t}: {}",
+                c.cache_version,
+                if ok {
+                    "accepted"
+                } else {
+                    "REJECTED (TensorRT recalibrates)"
+                }
+            );
+        }
+        println!("verdict:  {:?}: {}", c.verdict, c.fix);
+    }
+    Ok(if c.verdict == Verdict::Ok {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    })
+}
+
+fn to_qdq_cmd(args: &ToQdqArgs) -> anyhow::Result<Outcome> {
+    let model = OnnxModel::load(&args.model)?;
+    let cache = read_trt(&args.cache)?;
+    let plan = precision::plan(&model, Precision::Int8, Some(&cache));
+    let out = qdq::apply(&model, &plan);
+    std::fs::write(&args.output, out.to_bytes())
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    let counts = plan.layer_counts();
+    eprintln!(
+        "wrote {}: {} tensors quantized, {} layers int8 ({} with per-channel weights), {} left float",
+        args.output.display(),
+        plan.tensors.iter().filter(|(_, t)| matches!(t, precision::TensorPrecision::Int8(_))).count(),
+        counts.get("int8").copied().unwrap_or(0),
+        plan.int8_weight_nodes.len(),
+        counts.get("fp32").copied().unwrap_or(0),
+    );
+    for t in &plan.uncovered {
+        eprintln!("warning: {t} has no scale in the cache and stays float");
+    }
+    for (t, s) in &plan.unusable {
+        eprintln!("warning: {t} has an unusable scale ({s}) and stays float");
     }
     Ok(Outcome::Ok)
 }

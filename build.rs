@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use sha2::{Digest, Sha256};
+
 fn main() {
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
@@ -24,6 +26,16 @@ fn main() {
         commit
     };
     println!("cargo:rustc-env=CALIBENCH_GIT_COMMIT={commit}");
+    for (var, file) in [
+        ("CALIBENCH_CARGO_LOCK_SHA256", "Cargo.lock"),
+        ("CALIBENCH_FLAKE_LOCK_SHA256", "flake.lock"),
+    ] {
+        let digest = std::fs::read(file)
+            .map(|b| format!("{:x}", Sha256::digest(&b)))
+            .unwrap_or_default();
+        println!("cargo:rustc-env={var}={digest}");
+        println!("cargo:rerun-if-changed={file}");
+    }
     for p in [".git/HEAD", ".git/index", ".git/refs"] {
         if std::path::Path::new(p).exists() {
             println!("cargo:rerun-if-changed={p}");

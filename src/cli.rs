@@ -39,6 +39,10 @@ pub enum Command {
     /// Inspect, compare, convert and describe calibration caches.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Calibrate a model on data and write a TensorRT-format calibration cache.
+    Calibrate(CalibrateArgs),
+    /// List the GPUs (NVML identity, clocks, driver) and optionally sample their telemetry.
+    Gpus(GpusArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +69,51 @@ pub struct InspectArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GpusArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Sample telemetry of every GPU for this many ms and print min/median/max.
+    #[arg(long, value_name = "MS")]
+    pub sample_ms: Option<u64>,
+    /// Sampling period, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 50)]
+    pub period_ms: u64,
+    /// While sampling, keep every GPU busy with a spin kernel (shows clocks and power under load).
+    #[arg(long, requires = "sample_ms")]
+    pub busy: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// The ONNX model (run at fp32).
+    #[arg(long, short = 'm', value_name = "MODEL.onnx")]
+    pub model: PathBuf,
+    /// Calibration inputs: .npy (one input), .npz (named by input) or TensorProto .pb,
+    /// samples on axis 0.
+    #[arg(long, short = 'd', value_name = "CALIB")]
+    pub data: PathBuf,
+    /// entropy (TensorRT's EntropyCalibration2), minmax, or percentile[=99.99].
+    #[arg(long, default_value = "entropy", value_parser = |s: &str| s.parse::<calibench::cache::calibrate::Method>())]
+    pub method: calibench::cache::calibrate::Method,
+    /// Where to write the cache (a provenance sidecar FILE.provenance.json is written beside it).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: PathBuf,
+    /// Backend that runs the model: reference (CPU) or cuda (GPU).
+    #[arg(long, default_value = "reference", value_parser = ["reference", "cuda"])]
+    pub backend: String,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// TensorRT version for the header (TensorRT rejects a cache whose header differs).
+    #[arg(long, value_name = "X.Y.Z", default_value = "10.14.1")]
+    pub trt_version: calibench::cache::TrtVersion,
+    /// Id of the calibration data set for the provenance [default: file name and sha256 prefix].
+    #[arg(long, value_name = "ID")]
+    pub dataset_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +275,15 @@ pub struct RunArgs {
     /// No progress bar and no per-cell lines on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+
+    /// GPU telemetry sampling period while a GPU cell is measured, in ms (0: off).
+    #[arg(long, value_name = "MS", default_value_t = 50)]
+    pub telemetry_ms: u64,
+
+    /// Print the nvidia-smi commands that lock each GPU's clocks for stable timings
+    /// (calibench never changes clocks itself).
+    #[arg(long)]
+    pub lock_clocks: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod gpu;
 pub mod hash;
 pub mod matrix;
 pub mod measure;

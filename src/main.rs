@@ -25,6 +25,8 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args),
         Command::Export(args) => commands::export::export(args),
         Command::Cache(cmd) => commands::cache::cache(cmd),
+        Command::Calibrate(args) => commands::calibrate::calibrate(args),
+        Command::Gpus(args) => commands::gpus::gpus(args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

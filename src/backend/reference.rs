@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use tract_onnx::prelude::*;
 
 use super::{Backend, BackendError, BuildRequest, Engine};
+use crate::cache::calibrate::ActivationSource;
 use crate::cache::CalibrationCache;
 use crate::matrix::BackendKind;
+use crate::model::data::Dataset;
 use crate::model::onnx::OnnxModel;
 use crate::model::precision::{self, PrecisionPlan};
 use crate::model::{qdq, Tensor, TensorSpec};
@@ -63,6 +65,7 @@ impl ReferenceEngine {
         let mut inference = tract_onnx::onnx()
             .with_ignore_value_info(true)
             .with_ignore_output_shapes(true)
+            .with_ignore_output_types(true)
             .model_for_proto_model(&model.proto)
             .map_err(|e| build_err("load", e))?;
         for (i, spec) in inputs.iter().enumerate() {
@@ -88,6 +91,80 @@ impl ReferenceEngine {
     /// The precision plan the engine was built with.
     pub fn precision_plan(&self) -> &PrecisionPlan {
         &self.precision_plan
+    }
+}
+
+/// Activations of every tensor TensorRT would quantize, computed at fp32 batch by batch:
+/// what `calibench calibrate --backend reference` feeds the range methods.
+pub struct ReferenceActivations {
+    tensors: Vec<String>,
+    data: Dataset,
+    batch: usize,
+    full: ReferenceEngine,
+    remainder: Option<ReferenceEngine>,
+}
+
+impl ReferenceActivations {
+    /// Prepares a model to expose `tensors` as outputs, at batch `batch` (plus an engine for
+    /// the last, smaller batch, so no padding enters the statistics).
+    pub fn new(
+        model: &OnnxModel,
+        tensors: Vec<String>,
+        data: Dataset,
+        batch: usize,
+    ) -> Result<ReferenceActivations, BackendError> {
+        let mut exposed = model.clone();
+        exposed.graph_mut().output = tensors
+            .iter()
+            .map(|t| crate::model::onnx::pb::ValueInfoProto {
+                name: t.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let samples = data.samples();
+        if samples == 0 {
+            return Err(BackendError::Build(
+                "the calibration data holds no samples".into(),
+            ));
+        }
+        let batch = batch.clamp(1, samples);
+        let plan = || precision::plan(&exposed, crate::matrix::Precision::Fp32, None);
+        let full = ReferenceEngine::compile(&exposed, batch, plan())?;
+        let remainder = match samples % batch {
+            0 => None,
+            r => Some(ReferenceEngine::compile(&exposed, r, plan())?),
+        };
+        Ok(ReferenceActivations {
+            tensors,
+            data,
+            batch,
+            full,
+            remainder,
+        })
+    }
+}
+
+impl ActivationSource for ReferenceActivations {
+    fn tensors(&self) -> &[String] {
+        &self.tensors
+    }
+
+    fn batches(&self) -> usize {
+        self.data.samples().div_ceil(self.batch)
+    }
+
+    fn run(&mut self, index: usize) -> Result<Vec<Vec<f32>>, String> {
+        let start = index * self.batch;
+        let count = self.batch.min(self.data.samples() - start);
+        let engine = if count == self.batch {
+            &mut self.full
+        } else {
+            self.remainder.as_mut().expect("made for the last batch")
+        };
+        let outs = engine
+            .infer(&self.data.batch(start, count, count))
+            .map_err(|e| e.to_string())?;
+        Ok(outs.into_iter().map(|t| t.data).collect())
     }
 }
 

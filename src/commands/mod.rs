@@ -1,7 +1,9 @@
 //! One file per subcommand: glue between the parsed CLI and the library.
 
 pub mod cache;
+pub mod calibrate;
 pub mod export;
+pub mod gpus;
 pub mod plan;
 pub mod run;
 

@@ -28,7 +28,21 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
         shard: args.selection.shard,
         latency,
         progress: !args.quiet,
+        gpus: None,
+        telemetry_period: (args.telemetry_ms > 0)
+            .then(|| std::time::Duration::from_millis(args.telemetry_ms)),
     };
+    if args.lock_clocks {
+        match calibench::gpu::nvml::inventory() {
+            Ok(inv) => {
+                eprintln!("For stable GPU timings, lock the clocks first (calibench never changes them itself):");
+                for g in &inv.gpus {
+                    eprintln!("  {}", calibench::gpu::nvml::lock_clocks_advice(g));
+                }
+            }
+            Err(e) => eprintln!("--lock-clocks: {e}"),
+        }
+    }
     let s = runner::run(&loaded, &opts)?;
     let resumed = if s.already_recorded > 0 {
         format!(", {} recorded earlier", s.already_recorded)

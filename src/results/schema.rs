@@ -61,21 +61,82 @@ pub struct CellError {
     pub message: String,
 }
 
-/// Identity of the GPU a cell ran on (filled from NVML).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GpuIdentity {
+/// Everything calibench records about one GPU.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuInfo {
     /// NVML index.
     pub index: u32,
-    /// Product name, e.g. "NVIDIA H100 80GB HBM3".
+    /// Product name.
     pub name: String,
     /// UUID, `GPU-…`.
     pub uuid: String,
+    /// Serial number, where the board reports one.
+    pub serial: Option<String>,
+    /// Board part number, where available.
+    pub board_part_number: Option<String>,
+    /// VBIOS version.
+    pub vbios: Option<String>,
+    /// PCI bus id.
+    pub pci_bus_id: Option<String>,
     /// Compute capability, e.g. "9.0".
-    #[serde(default)]
     pub compute_capability: Option<String>,
-    /// Driver version.
+    /// Architecture name, e.g. "Hopper".
+    pub architecture: Option<String>,
+    /// Total memory, MiB.
+    pub memory_total_mib: Option<u64>,
+    /// Whether MIG mode is on.
+    pub mig_mode: Option<bool>,
+    /// Whether persistence mode is on.
+    pub persistence_mode: Option<bool>,
+    /// Power management limit, W.
+    pub power_limit_w: Option<f64>,
+    /// Maximum SM clock, MHz.
+    pub max_sm_clock_mhz: Option<u32>,
+    /// Maximum memory clock, MHz.
+    pub max_mem_clock_mhz: Option<u32>,
+    /// Application SM clock, MHz.
+    pub app_sm_clock_mhz: Option<u32>,
+    /// Application memory clock, MHz.
+    pub app_mem_clock_mhz: Option<u32>,
+    /// Whether ECC is enabled.
+    pub ecc_enabled: Option<bool>,
+}
+
+/// Minimum, median and maximum of a sampled quantity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    /// Smallest sample.
+    pub min: f64,
+    /// Median sample.
+    pub median: f64,
+    /// Largest sample.
+    pub max: f64,
+}
+
+/// GPU telemetry sampled while a cell was measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Telemetry {
+    /// Samples taken.
+    pub samples: usize,
+    /// Sampling period, ms.
+    pub period_ms: f64,
+    /// SM clock, MHz.
+    pub sm_clock_mhz: Option<Stat>,
+    /// Memory clock, MHz.
+    pub mem_clock_mhz: Option<Stat>,
+    /// Power draw, W.
+    pub power_w: Option<Stat>,
+    /// Temperature, °C.
+    pub temperature_c: Option<Stat>,
+    /// GPU utilization, %.
+    pub utilization_pct: Option<Stat>,
+    /// Clock-event (throttle) reasons seen.
+    pub reasons: Vec<String>,
+    /// Whether the measurement is suspect (throttling, or a falling SM clock).
+    pub noisy: bool,
+    /// Why it is flagged noisy.
     #[serde(default)]
-    pub driver: Option<String>,
+    pub noisy_because: Vec<String>,
 }
 
 /// What was learnt about the engine of a cell.
@@ -167,6 +228,18 @@ pub struct Environment {
     pub os: String,
     /// CPU model name.
     pub cpu: String,
+    /// NVIDIA driver version, when NVML is available.
+    #[serde(default)]
+    pub driver: Option<String>,
+    /// CUDA version the driver supports.
+    #[serde(default)]
+    pub cuda_driver: Option<String>,
+    /// sha256 of the Cargo.lock calibench was built with.
+    #[serde(default)]
+    pub cargo_lock_sha256: Option<String>,
+    /// sha256 of the flake.lock calibench was built with (absent where the project has none).
+    #[serde(default)]
+    pub flake_lock_sha256: Option<String>,
 }
 
 /// One finished cell.
@@ -194,7 +267,10 @@ pub struct Record {
     pub cache: Option<Artifact>,
     /// GPU it ran on, if any.
     #[serde(default)]
-    pub gpu: Option<GpuIdentity>,
+    pub gpu: Option<GpuInfo>,
+    /// Telemetry during the latency measurement (GPU cells).
+    #[serde(default)]
+    pub telemetry: Option<Telemetry>,
     /// Engine facts.
     #[serde(default)]
     pub engine: Option<EngineInfo>,
@@ -229,10 +305,15 @@ impl Environment {
                     .map(|(_, v)| v.trim().to_string())
             })
             .unwrap_or_else(|| "unknown".into());
+        let lock = |v: &str| (!v.is_empty()).then(|| v.to_string());
         Environment {
             hostname,
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             cpu,
+            driver: None,
+            cuda_driver: None,
+            cargo_lock_sha256: lock(env!("CALIBENCH_CARGO_LOCK_SHA256")),
+            flake_lock_sha256: lock(env!("CALIBENCH_FLAKE_LOCK_SHA256")),
         }
     }
 }
@@ -277,6 +358,7 @@ pub(crate) mod tests_support {
                 sha256: "11".repeat(32),
             }),
             gpu: None,
+            telemetry: None,
             engine: Some(EngineInfo {
                 build_s: 0.5,
                 cached: false,

@@ -8,6 +8,8 @@ use chrono::Utc;
 
 use super::eval::{run_dataset, EvalSet};
 use crate::backend::{Backend, BackendError, BuildRequest};
+use crate::gpu::nvml::GpuInfo;
+use crate::gpu::telemetry::Sampler;
 use crate::matrix::spec::{LatencySpec, ModelSpec};
 use crate::matrix::Cell;
 use crate::measure::{accuracy, latency};
@@ -29,6 +31,8 @@ pub struct CellContext<'a> {
     pub latency: LatencySpec,
     /// The host.
     pub environment: Environment,
+    /// Telemetry sampling period for GPU cells.
+    pub telemetry_period: Option<std::time::Duration>,
 }
 
 fn error(phase: &str, message: impl Into<String>) -> CellError {
@@ -78,6 +82,7 @@ impl CellContext<'_> {
             model,
             cache,
             gpu: None,
+            telemetry: None,
             engine: None,
             latency: None,
             accuracy: None,
@@ -86,6 +91,16 @@ impl CellContext<'_> {
             started_at: started,
             finished_at: Utc::now(),
         }
+    }
+
+    /// A skipped record (its GPU is not on this host).
+    pub fn skipped(&self, cell: &Cell, reason: String) -> Record {
+        self.record(
+            cell,
+            Utc::now(),
+            Status::Skipped,
+            Some(error("setup", reason)),
+        )
     }
 
     /// A failed record for a cell whose run panicked.
@@ -112,6 +127,8 @@ pub struct CellInputs<'a> {
     pub backend: &'a Result<Box<dyn Backend>, String>,
     /// Its evaluation set, none, or why it could not be loaded.
     pub eval: Result<Option<std::sync::Arc<EvalSet>>, String>,
+    /// The GPU it runs on (GPU cells).
+    pub gpu: Option<&'a GpuInfo>,
 }
 
 /// Builds, evaluates and measures one cell. Every failure becomes a failed record.
@@ -158,6 +175,7 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
         }
     };
     let mut record = ctx.record(cell, started, Status::Ok, None);
+    record.gpu = input.gpu.cloned();
     record.engine = Some(EngineInfo {
         build_s: build_start.elapsed().as_secs_f64(),
         cached: false,
@@ -193,9 +211,26 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
             .map(|(i, s)| Tensor::pseudo_random(&s.shape, i as u64 + 1))
             .collect(),
     };
-    match latency::measure_wall(&ctx.latency, cell.batch, || {
+    let sampler = match (input.gpu, ctx.telemetry_period) {
+        (Some(gpu), Some(period)) => match Sampler::start(gpu.index, period) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("no telemetry for {}: {e}", cell.key());
+                None
+            }
+        },
+        _ => None,
+    };
+    let measured = latency::measure_wall(&ctx.latency, cell.batch, || {
         engine.infer(&latency_inputs).map(drop)
-    }) {
+    });
+    if let Some(s) = sampler {
+        match s.stop() {
+            Ok(t) => record.telemetry = Some(t),
+            Err(e) => tracing::warn!("telemetry of {} lost: {e}", cell.key()),
+        }
+    }
+    match measured {
         Ok(l) => record.latency = Some(l),
         Err(e) => {
             let e: BackendError = e;

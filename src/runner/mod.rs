@@ -13,8 +13,10 @@ use anyhow::{bail, Context};
 use chrono::Utc;
 
 use crate::backend::{self, Backend};
+use crate::gpu::nvml::{GpuInfo, GpuInventory};
+use crate::gpu::GpuError;
 use crate::matrix::spec::LatencySpec;
-use crate::matrix::{select, BackendKind, Cell, Filter, LoadedSpec, Shard};
+use crate::matrix::{select, BackendKind, Cell, DeviceSelector, Filter, LoadedSpec, Shard};
 use crate::results::schema::{Artifact, Environment, MatrixInfo, Status};
 use crate::results::{read_results, ResultsWriter};
 use cell::{run_cell, CellContext, CellInputs};
@@ -45,6 +47,90 @@ pub struct RunOptions {
     pub latency: LatencySpec,
     /// Show a progress bar (only drawn on a terminal; otherwise one line per cell).
     pub progress: bool,
+    /// The GPUs to run on: `None` reads them from NVML when a cell needs a GPU; tests pass
+    /// fake inventories.
+    pub gpus: Option<GpuInventory>,
+    /// Telemetry sampling period for GPU cells (`None`: no sampling).
+    pub telemetry_period: Option<std::time::Duration>,
+}
+
+/// A selected cell with its device resolved: the GPU it runs on, or why it is skipped.
+#[derive(Debug, Clone)]
+struct PlannedCell {
+    cell: Cell,
+    gpu: Option<GpuInfo>,
+    skip: Option<String>,
+}
+
+/// Resolves GPU selectors: a cell whose selector matches k GPUs becomes k cells whose device is
+/// the GPU's UUID (so keys stay unique when shards from several hosts are merged); a cell whose
+/// GPU is not present is kept, to be recorded as skipped with the reason.
+fn resolve_devices(
+    cells: Vec<Cell>,
+    inventory: Option<&Result<GpuInventory, GpuError>>,
+) -> Vec<PlannedCell> {
+    let mut out: Vec<PlannedCell> = Vec::new();
+    let mut seen = HashSet::new();
+    for cell in cells {
+        let selector: DeviceSelector = cell.device.parse().expect("validated in the spec");
+        if selector == DeviceSelector::Cpu {
+            out.push(PlannedCell {
+                cell,
+                gpu: None,
+                skip: None,
+            });
+            continue;
+        }
+        let gpus = match inventory {
+            Some(Ok(inv)) => &inv.gpus,
+            Some(Err(e)) => {
+                let skip = Some(format!("no GPU can be used on this host: {e}"));
+                out.push(PlannedCell {
+                    cell,
+                    gpu: None,
+                    skip,
+                });
+                continue;
+            }
+            None => unreachable!("the inventory is read when a cell needs a GPU"),
+        };
+        let matches = crate::gpu::resolve(&selector, gpus);
+        if matches.is_empty() {
+            let present: Vec<String> = gpus
+                .iter()
+                .map(|g| format!("{} {} ({})", g.index, g.name, g.uuid))
+                .collect();
+            let skip = Some(format!(
+                "GPU {} is not present on this host (GPUs here: {})",
+                cell.device,
+                if present.is_empty() {
+                    "none".to_string()
+                } else {
+                    present.join("; ")
+                }
+            ));
+            out.push(PlannedCell {
+                cell,
+                gpu: None,
+                skip,
+            });
+            continue;
+        }
+        for g in matches {
+            let resolved = Cell {
+                device: g.uuid.clone(),
+                ..cell.clone()
+            };
+            if seen.insert(resolved.key()) {
+                out.push(PlannedCell {
+                    cell: resolved,
+                    gpu: Some(g.clone()),
+                    skip: None,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// What a run did.
@@ -74,10 +160,20 @@ impl RunSummary {
 /// Runs the selected cells of a loaded spec and returns the summary.
 pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary> {
     let spec = &loaded.spec;
-    let cells = select(spec, &opts.filter, opts.shard);
+    let selected = select(spec, &opts.filter, opts.shard);
+    let inventory = selected.iter().any(|c| c.device != "cpu").then(|| {
+        opts.gpus
+            .clone()
+            .map(Ok)
+            .unwrap_or_else(crate::gpu::nvml::inventory)
+    });
+    let cells = resolve_devices(selected, inventory.as_ref());
     let (run_dir, run_id, done) = prepare_run_dir(loaded, opts)?;
     let mut writer = ResultsWriter::open(&run_dir)?;
-    let todo: Vec<&Cell> = cells.iter().filter(|c| !done.contains(&c.key())).collect();
+    let todo: Vec<&PlannedCell> = cells
+        .iter()
+        .filter(|c| !done.contains(&c.cell.key()))
+        .collect();
     let mut summary = RunSummary {
         run_dir: run_dir.clone(),
         selected: cells.len(),
@@ -93,6 +189,11 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
         todo.len()
     );
 
+    let mut environment = Environment::current();
+    if let Some(Ok(inv)) = &inventory {
+        environment.driver = Some(inv.driver.clone());
+        environment.cuda_driver = Some(inv.cuda_driver.clone());
+    }
     let context = CellContext {
         run_id: &run_id,
         matrix: MatrixInfo {
@@ -101,12 +202,14 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
         },
         artifacts: hash_artifacts(loaded),
         latency: opts.latency,
-        environment: Environment::current(),
+        environment,
+        telemetry_period: opts.telemetry_period,
     };
     let mut backends: HashMap<BackendKind, Result<Box<dyn Backend>, String>> = HashMap::new();
     let mut eval_sets = EvalSets::new(opts.output_dir.join(".cache").join("reference"));
     let progress = Progress::new(todo.len(), opts.progress);
-    for (i, cell) in todo.iter().enumerate() {
+    for (i, planned) in todo.iter().enumerate() {
+        let cell = &planned.cell;
         progress.start(cell);
         let backend = backends
             .entry(cell.backend)
@@ -117,10 +220,14 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
             .find(|m| m.id == cell.model)
             .expect("cells come from the spec");
         let record = catch_unwind(AssertUnwindSafe(|| {
+            if let Some(reason) = &planned.skip {
+                return context.skipped(cell, reason.clone());
+            }
             let eval = match context.artifact("model", &model.id) {
                 Ok(a) => eval_sets.get(model, &a.sha256),
                 Err(e) => Err(e),
             };
+            let gpu = planned.gpu.as_ref();
             run_cell(
                 &context,
                 CellInputs {
@@ -128,6 +235,7 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
                     model,
                     backend,
                     eval,
+                    gpu,
                 },
             )
         }))

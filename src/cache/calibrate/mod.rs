@@ -1,0 +1,259 @@
+//! Calibration: run a model at fp32 on calibration data, collect statistics of every tensor
+//! TensorRT would quantize, and compute a dynamic range (amax) per tensor. One method per
+//! file behind [`RangeMethod`]; [`calibrate`] drives them over the data.
+
+mod entropy;
+mod minmax;
+mod percentile;
+
+use std::collections::BTreeMap;
+
+pub use entropy::Entropy;
+pub use minmax::MinMax;
+pub use percentile::Percentile;
+
+use super::format::{CalibrationCache, Calibrator, Entry, Header, TrtVersion};
+
+/// Number of histogram bins over [0, amax], as TensorRT's entropy calibration uses.
+pub const HISTOGRAM_BINS: usize = 2048;
+
+/// Collects statistics of one tensor and turns them into a dynamic range.
+pub trait RangeMethod: Send {
+    /// Passes over the data it needs: 1 (running max) or 2 (max, then a histogram).
+    fn passes(&self) -> usize;
+    /// Observes the tensor's values from one batch during `pass` (0-based).
+    fn observe(&mut self, pass: usize, values: &[f32]);
+    /// The dynamic range: the cache stores amax / 127.
+    fn amax(&self) -> f32;
+}
+
+/// A calibration method as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Method {
+    /// KL-divergence threshold search over a 2048-bin histogram of |x| (128 levels).
+    Entropy,
+    /// Largest |x| seen.
+    MinMax,
+    /// The given percentile of |x| (e.g. 99.99).
+    Percentile(f64),
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "entropy" => Ok(Method::Entropy),
+            "minmax" => Ok(Method::MinMax),
+            "percentile" => Ok(Method::Percentile(99.99)),
+            p => p
+                .strip_prefix("percentile=")
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| *v > 0.0 && *v <= 100.0)
+                .map(Method::Percentile)
+                .ok_or_else(|| format!("method {p:?} is not entropy, minmax, percentile or percentile=P (0 < P <= 100)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Method::Entropy => f.write_str("entropy"),
+            Method::MinMax => f.write_str("minmax"),
+            Method::Percentile(p) => write!(f, "percentile={p}"),
+        }
+    }
+}
+
+impl Method {
+    /// A fresh collector for one tensor.
+    pub fn collector(self) -> Box<dyn RangeMethod> {
+        match self {
+            Method::Entropy => Box::new(Entropy::default()),
+            Method::MinMax => Box::new(MinMax::default()),
+            Method::Percentile(p) => Box::new(Percentile::new(p)),
+        }
+    }
+
+    /// The calibrator the cache header names: TensorRT's calibrator of the same algorithm
+    /// (percentile is what IInt8LegacyCalibrator does).
+    pub fn header_calibrator(self) -> Calibrator {
+        match self {
+            Method::Entropy => Calibrator::EntropyCalibration2,
+            Method::MinMax => Calibrator::MinMaxCalibration,
+            Method::Percentile(_) => Calibrator::LegacyCalibration,
+        }
+    }
+}
+
+/// Source of activations: runs one calibration batch and returns the value of every
+/// requested tensor, in the order of `tensors`.
+pub trait ActivationSource {
+    /// Names of the tensors it returns.
+    fn tensors(&self) -> &[String];
+    /// Number of batches.
+    fn batches(&self) -> usize;
+    /// The tensors' values for batch `index`.
+    fn run(&mut self, index: usize) -> Result<Vec<Vec<f32>>, String>;
+}
+
+/// Runs the passes a method needs over every batch and returns amax per tensor.
+pub fn collect_ranges(
+    source: &mut dyn ActivationSource,
+    method: Method,
+) -> Result<BTreeMap<String, f32>, String> {
+    let names = source.tensors().to_vec();
+    let mut collectors: Vec<Box<dyn RangeMethod>> =
+        names.iter().map(|_| method.collector()).collect();
+    let passes = collectors.first().map_or(1, |c| c.passes());
+    for pass in 0..passes {
+        for b in 0..source.batches() {
+            let values = source.run(b)?;
+            for (c, v) in collectors.iter_mut().zip(&values) {
+                c.observe(pass, v);
+            }
+        }
+    }
+    Ok(names
+        .into_iter()
+        .zip(collectors.iter().map(|c| c.amax()))
+        .collect())
+}
+
+/// A TensorRT cache from ranges, in the order of `order`.
+pub fn cache_from_ranges(
+    order: &[String],
+    ranges: &BTreeMap<String, f32>,
+    method: Method,
+    version: TrtVersion,
+) -> CalibrationCache {
+    CalibrationCache {
+        header: Header {
+            version_code: version.code(),
+            calibrator: method.header_calibrator(),
+        },
+        entries: order
+            .iter()
+            .filter_map(|n| {
+                ranges
+                    .get(n)
+                    .map(|a| Entry::from_scale(n.clone(), a / 127.0))
+            })
+            .collect(),
+        notes: vec![],
+    }
+}
+
+/// Largest |x| of finite values.
+pub(crate) fn max_abs(values: &[f32]) -> f32 {
+    values
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0f32, |m, v| m.max(v.abs()))
+}
+
+/// A histogram of |x| over [0, range] in [`HISTOGRAM_BINS`] bins (values at or beyond the
+/// range fall in the last bin).
+#[derive(Debug, Clone)]
+pub(crate) struct AbsHistogram {
+    pub range: f32,
+    pub bins: Vec<u64>,
+}
+
+impl AbsHistogram {
+    pub fn new(range: f32) -> AbsHistogram {
+        AbsHistogram {
+            range,
+            bins: vec![0; HISTOGRAM_BINS],
+        }
+    }
+
+    pub fn add(&mut self, values: &[f32]) {
+        if self.range <= 0.0 {
+            self.bins[0] += values.len() as u64;
+            return;
+        }
+        let scale = HISTOGRAM_BINS as f64 / f64::from(self.range);
+        for v in values.iter().filter(|v| v.is_finite()) {
+            let i = ((f64::from(v.abs()) * scale) as usize).min(HISTOGRAM_BINS - 1);
+            self.bins[i] += 1;
+        }
+    }
+
+    pub fn bin_width(&self) -> f32 {
+        self.range / HISTOGRAM_BINS as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(Vec<String>, Vec<Vec<Vec<f32>>>);
+    impl ActivationSource for Fixed {
+        fn tensors(&self) -> &[String] {
+            &self.0
+        }
+        fn batches(&self) -> usize {
+            self.1.len()
+        }
+        fn run(&mut self, i: usize) -> Result<Vec<Vec<f32>>, String> {
+            Ok(self.1[i].clone())
+        }
+    }
+
+    #[test]
+    fn methods_parse() {
+        assert_eq!("entropy".parse::<Method>().unwrap(), Method::Entropy);
+        assert_eq!(
+            "percentile=99.9".parse::<Method>().unwrap(),
+            Method::Percentile(99.9)
+        );
+        assert_eq!(
+            "percentile".parse::<Method>().unwrap(),
+            Method::Percentile(99.99)
+        );
+        assert!("percentile=0".parse::<Method>().is_err());
+        assert!("kl".parse::<Method>().is_err());
+    }
+
+    #[test]
+    fn minmax_over_batches_and_cache_order() {
+        let mut src = Fixed(
+            vec!["b".into(), "a".into()],
+            vec![
+                vec![vec![1.0, -3.0], vec![0.5]],
+                vec![vec![2.0], vec![-0.25, f32::NAN]],
+            ],
+        );
+        let r = collect_ranges(&mut src, Method::MinMax).unwrap();
+        assert_eq!(r["b"], 3.0);
+        assert_eq!(r["a"], 0.5, "NaN is ignored");
+        let c = cache_from_ranges(
+            &["b".into(), "a".into()],
+            &r,
+            Method::MinMax,
+            "10.14.1".parse().unwrap(),
+        );
+        assert_eq!(
+            c.to_text(),
+            format!(
+                "TRT-101401-MinMaxCalibration\nb: {:08x}\na: {:08x}\n",
+                (3.0f32 / 127.0).to_bits(),
+                (0.5f32 / 127.0).to_bits()
+            )
+        );
+    }
+
+    #[test]
+    fn histogram_bins() {
+        let mut h = AbsHistogram::new(2.0);
+        h.add(&[0.0, -0.0005, 1.0, -2.0, 5.0]);
+        assert_eq!(h.bins[0], 2);
+        assert_eq!(h.bins[1024], 1);
+        assert_eq!(
+            h.bins[2047], 2,
+            "the range's end and beyond go to the last bin"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! Percentile calibration: the P-th percentile of |x|, read off a 2048-bin histogram (what
+//! TensorRT's legacy calibrator starts from). Clips the rarest outliers.
+
+use super::{max_abs, AbsHistogram, RangeMethod};
+
+/// Percentile of |x| from a histogram built in a second pass.
+#[derive(Debug)]
+pub struct Percentile {
+    percentile: f64,
+    amax: f32,
+    histogram: Option<AbsHistogram>,
+}
+
+impl Percentile {
+    /// A collector for the `percentile`-th percentile (0 < p <= 100).
+    pub fn new(percentile: f64) -> Percentile {
+        Percentile {
+            percentile,
+            amax: 0.0,
+            histogram: None,
+        }
+    }
+}
+
+impl RangeMethod for Percentile {
+    fn passes(&self) -> usize {
+        2
+    }
+
+    fn observe(&mut self, pass: usize, values: &[f32]) {
+        if pass == 0 {
+            self.amax = self.amax.max(max_abs(values));
+        } else {
+            self.histogram
+                .get_or_insert_with(|| AbsHistogram::new(self.amax))
+                .add(values);
+        }
+    }
+
+    fn amax(&self) -> f32 {
+        let Some(h) = &self.histogram else {
+            return self.amax;
+        };
+        let total: u64 = h.bins.iter().sum();
+        if total == 0 {
+            return self.amax;
+        }
+        let target = (self.percentile / 100.0 * total as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, &n) in h.bins.iter().enumerate() {
+            seen += n;
+            if seen >= target {
+                return ((i + 1) as f32 * h.bin_width()).min(self.amax);
+            }
+        }
+        self.amax
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_clips_outliers() {
+        let mut values: Vec<f32> = (0..10_000).map(|i| i as f32 / 10_000.0).collect();
+        values.push(100.0);
+        let mut p = Percentile::new(99.0);
+        p.observe(0, &values);
+        p.observe(1, &values);
+        let a = p.amax();
+        // 99% of the values lie below ~0.99; one bin of 100/2048 ≈ 0.049 is the resolution.
+        assert!(a > 0.9 && a < 1.1, "{a}");
+        let mut full = Percentile::new(100.0);
+        full.observe(0, &values);
+        full.observe(1, &values);
+        assert_eq!(full.amax(), 100.0);
+    }
+}

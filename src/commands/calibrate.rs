@@ -1,0 +1,66 @@
+//! `calibench calibrate`: ranges from data, written as a TensorRT cache with its provenance.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use calibench::backend::reference::ReferenceActivations;
+use calibench::cache::calibrate::{cache_from_ranges, collect_ranges, ActivationSource};
+use calibench::cache::provenance::Provenance;
+use calibench::model::data::Dataset;
+use calibench::model::onnx::OnnxModel;
+
+use super::Outcome;
+use crate::cli::CalibrateArgs;
+
+pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<Outcome> {
+    let model = OnnxModel::load(&args.model)?;
+    let input_names: Vec<String> = model.inputs().into_iter().map(|i| i.name).collect();
+    let data = Dataset::read(&args.data, &input_names)?;
+    let tensors = model.quantizable_tensors();
+    let samples = data.samples();
+    let mut source: Box<dyn ActivationSource> = match args.backend.as_str() {
+        "reference" => Box::new(ReferenceActivations::new(&model, tensors.clone(), data, args.batch)?),
+        other => bail!(
+            "calibration on the {other} backend is not available in this calibench\nfix: use --backend reference"
+        ),
+    };
+    let start = Instant::now();
+    let ranges = collect_ranges(source.as_mut(), args.method).map_err(anyhow::Error::msg)?;
+    let cache = cache_from_ranges(&tensors, &ranges, args.method, args.trt_version);
+    cache
+        .write(&args.output)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    let data_sha = calibench::hash::sha256_file(&args.data)?;
+    let provenance = Provenance {
+        cache_sha256: Some(calibench::hash::sha256_file(&args.output)?),
+        model_sha256: Some(calibench::hash::sha256_file(&args.model)?),
+        calibrator: Some(args.method.to_string()),
+        dataset_id: Some(args.dataset_id.clone().unwrap_or_else(|| {
+            format!(
+                "{}@{}",
+                args.data
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                &data_sha[..12]
+            )
+        })),
+        dataset_size: Some(samples as u64),
+        batch: Some(args.batch.min(samples) as u64),
+        origin_gpu: Some(format!("cpu ({} backend)", args.backend)),
+        tensorrt_version: Some(args.trt_version.to_string()),
+        calibench_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        created_at: Some(chrono::Utc::now().to_rfc3339()),
+        ..Default::default()
+    };
+    let sidecar = provenance.write_for(&args.output)?;
+    eprintln!(
+        "wrote {} ({} tensors, {}, {samples} samples, {:.2} s) and {}",
+        args.output.display(),
+        cache.entries.len(),
+        cache.header,
+        start.elapsed().as_secs_f64(),
+        sidecar.display()
+    );
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,171 @@
+//! CUDA through cudarc, loaded at run time (libcuda, libnvrtc): a context and stream per GPU,
+//! device buffers, CUDA-event timing, and a fixed-duration kernel for checking timers.
+
+use std::sync::Arc;
+
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaFunction, CudaStream, LaunchConfig, PushKernelArg,
+};
+
+use super::GpuError;
+
+fn cuda_err(e: impl std::fmt::Display) -> GpuError {
+    GpuError::Cuda(e.to_string())
+}
+
+/// Whether libcuda can be loaded here (without it, cudarc would abort on first use).
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to open the library.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Whether libnvrtc can be loaded here.
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to open the library.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// A CUDA context on one GPU with the stream calibench runs and times work on.
+#[derive(Debug, Clone)]
+pub struct GpuContext {
+    /// The context.
+    pub ctx: Arc<CudaContext>,
+    /// The stream engines run on.
+    pub stream: Arc<CudaStream>,
+}
+
+impl GpuContext {
+    /// A context and a new (non-default) stream on GPU `ordinal` (CUDA's ordering).
+    pub fn new(ordinal: usize) -> Result<GpuContext, GpuError> {
+        if !driver_present() {
+            return Err(GpuError::Cuda("libcuda.so could not be loaded".into()));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(cuda_err)?;
+        let stream = ctx.new_stream().map_err(cuda_err)?;
+        Ok(GpuContext { ctx, stream })
+    }
+
+    /// A pair of timing-enabled events on this context.
+    pub fn timer(&self) -> Result<EventTimer, GpuError> {
+        let make = || {
+            self.ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(cuda_err)
+        };
+        Ok(EventTimer {
+            start: make()?,
+            end: make()?,
+            stream: self.stream.clone(),
+        })
+    }
+
+    /// Waits for all work on the stream.
+    pub fn synchronize(&self) -> Result<(), GpuError> {
+        self.stream.synchronize().map_err(cuda_err)
+    }
+}
+
+/// GPU time of work enqueued on a stream, from two timing-enabled events.
+#[derive(Debug)]
+pub struct EventTimer {
+    start: CudaEvent,
+    end: CudaEvent,
+    stream: Arc<CudaStream>,
+}
+
+impl EventTimer {
+    /// Records the start event, runs `enqueue` (which must only enqueue on the stream), records
+    /// the end event, waits for it, and returns the GPU time between the two in ms.
+    pub fn time<E: From<GpuError>>(
+        &self,
+        enqueue: impl FnOnce() -> Result<(), E>,
+    ) -> Result<f64, E> {
+        self.start.record(&self.stream).map_err(cuda_err)?;
+        enqueue()?;
+        self.end.record(&self.stream).map_err(cuda_err)?;
+        self.end.synchronize().map_err(cuda_err)?;
+        Ok(f64::from(
+            self.start.elapsed_ms(&self.end).map_err(cuda_err)?,
+        ))
+    }
+}
+
+/// A kernel that spins for a fixed number of SM clock cycles: a known amount of GPU time for
+/// checking timers and for loading a GPU while telemetry is sampled.
+pub struct SpinKernel {
+    func: CudaFunction,
+    ctx: GpuContext,
+}
+
+const SPIN_SOURCE: &str = r#"
+extern "C" __global__ void calibench_spin(long long cycles) {
+    long long start = clock64();
+    while (clock64() - start < cycles) { }
+}
+"#;
+
+impl SpinKernel {
+    /// Compiles the kernel with nvrtc and loads it on a context.
+    pub fn new(ctx: &GpuContext) -> Result<SpinKernel, GpuError> {
+        if !nvrtc_present() {
+            return Err(GpuError::Cuda("libnvrtc.so could not be loaded".into()));
+        }
+        let ptx = cudarc::nvrtc::compile_ptx(SPIN_SOURCE).map_err(cuda_err)?;
+        let module = ctx.ctx.load_module(ptx).map_err(cuda_err)?;
+        let func = module.load_function("calibench_spin").map_err(cuda_err)?;
+        Ok(SpinKernel {
+            func,
+            ctx: ctx.clone(),
+        })
+    }
+
+    /// Enqueues one launch (1 block of 1 thread) spinning for `cycles` SM cycles.
+    pub fn enqueue(&self, cycles: i64) -> Result<(), GpuError> {
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (1, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = self.ctx.stream.launch_builder(&self.func);
+        launch.arg(&cycles);
+        // SAFETY: the kernel takes one 64-bit integer and touches no memory.
+        unsafe { launch.launch(cfg) }.map(drop).map_err(cuda_err)
+    }
+
+    /// Enqueues `blocks` blocks, enough to occupy every SM (a load for telemetry).
+    pub fn enqueue_wide(&self, cycles: i64, blocks: u32) -> Result<(), GpuError> {
+        let cfg = LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = self.ctx.stream.launch_builder(&self.func);
+        launch.arg(&cycles);
+        // SAFETY: as above.
+        unsafe { launch.launch(cfg) }.map(drop).map_err(cuda_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs on a machine with a GPU; elsewhere it says why it skipped.
+    #[test]
+    fn event_timer_measures_a_spin_kernel() {
+        if !driver_present() || !nvrtc_present() {
+            eprintln!("skipped: no CUDA driver or nvrtc on this machine (the GPU tests run on the device machine)");
+            return;
+        }
+        let ctx = GpuContext::new(0).unwrap();
+        let spin = SpinKernel::new(&ctx).unwrap();
+        let timer = ctx.timer().unwrap();
+        let short = timer.time::<GpuError>(|| spin.enqueue(1_000_000)).unwrap();
+        let long = timer.time::<GpuError>(|| spin.enqueue(10_000_000)).unwrap();
+        assert!(
+            long > 5.0 * short,
+            "10x the cycles: {short} ms vs {long} ms"
+        );
+    }
+}

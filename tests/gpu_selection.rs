@@ -1,0 +1,134 @@
+//! GPU selection in runs, with fake GPU inventories (no GPU needed): selectors resolve to the
+//! GPUs present, absent GPUs are skipped with a recorded reason, and records name their GPU.
+
+use std::path::Path;
+use std::process::Command;
+
+use calibench::gpu::nvml::{GpuInfo, GpuInventory};
+use calibench::matrix::Spec;
+use calibench::results::read_results;
+use calibench::runner::{run, RunOptions};
+
+fn spec(dir: &Path, devices: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("m.onnx"), "m").unwrap();
+    let text = format!(
+        "version = 1\nname = \"gpus\"\n[axes]\nprecisions = [\"fp32\"]\nbackends = [\"mock\"]\ndevices = [{devices}]\n\
+         [[models]]\nid = \"m\"\npath = \"m.onnx\"\n[latency]\nwarmup_ms = 1\nmeasurement_ms = 2\nsamples = 3\n"
+    );
+    let p = dir.join("spec.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn fake(names: &[&str]) -> GpuInventory {
+    GpuInventory {
+        driver: "580.0".into(),
+        cuda_driver: "13.0".into(),
+        gpus: names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| GpuInfo {
+                index: i as u32,
+                name: n.to_string(),
+                uuid: format!("GPU-fake-{i}"),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+fn options(dir: &Path, gpus: GpuInventory) -> RunOptions {
+    RunOptions {
+        output_dir: dir.join("out"),
+        run_id: None,
+        resume: None,
+        retry_failed: false,
+        force: false,
+        filter: Default::default(),
+        shard: None,
+        latency: Default::default(),
+        progress: false,
+        gpus: Some(gpus),
+        telemetry_period: None,
+    }
+}
+
+#[test]
+fn selectors_resolve_to_present_gpus_and_absent_ones_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = Spec::load(&spec(
+        dir.path(),
+        "\"all\", \"name~L4\", \"name~A100\", \"cpu\"",
+    ))
+    .unwrap();
+    let mut opts = options(dir.path(), fake(&["NVIDIA H100 80GB HBM3", "NVIDIA L4"]));
+    opts.latency = loaded.spec.latency;
+    let summary = run(&loaded, &opts).unwrap();
+    let records = read_results(&summary.run_dir).unwrap().records;
+    let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
+    // "all" gives both GPUs; "name~L4" names GPU 1 again (one cell, not two); A100 is absent.
+    assert_eq!(
+        keys,
+        [
+            "m/none/GPU-fake-0/fp32/mock/b1",
+            "m/none/GPU-fake-1/fp32/mock/b1",
+            "m/none/name~A100/fp32/mock/b1",
+            "m/none/cpu/fp32/mock/b1"
+        ]
+    );
+    assert_eq!(
+        records[0].gpu.as_ref().unwrap().name,
+        "NVIDIA H100 80GB HBM3"
+    );
+    assert_eq!(records[1].gpu.as_ref().unwrap().uuid, "GPU-fake-1");
+    assert_eq!(records[2].status.to_string(), "skipped");
+    let why = &records[2].error.as_ref().unwrap().message;
+    assert!(
+        why.contains("not present") && why.contains("NVIDIA L4"),
+        "{why}"
+    );
+    assert!(records[3].gpu.is_none());
+    assert_eq!(records[0].environment.driver.as_deref(), Some("580.0"));
+    assert_eq!((summary.ok, summary.skipped, summary.failed), (3, 1, 0));
+}
+
+#[test]
+fn without_nvml_gpu_cells_are_skipped_not_failed() {
+    if calibench::gpu::nvml::inventory().is_ok() {
+        eprintln!(
+            "skipped: this machine has NVML; the no-GPU path is checked on machines without one"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_calibench"))
+        .args(["run", "-q", "--output"])
+        .arg(dir.path().join("out"))
+        .arg(spec(dir.path(), "\"0\", \"cpu\""))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let run_dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let records = read_results(Path::new(&run_dir)).unwrap().records;
+    assert_eq!(records.len(), 2);
+    let gpu_cell = records.iter().find(|r| r.cell.device == "0").unwrap();
+    assert_eq!(gpu_cell.status.to_string(), "skipped");
+    assert!(gpu_cell
+        .error
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("NVML is not available"));
+
+    let o = Command::new(env!("CARGO_BIN_EXE_calibench"))
+        .arg("gpus")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NVML is not available"));
+}

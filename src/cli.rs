@@ -43,6 +43,12 @@ pub enum Command {
     Calibrate(CalibrateArgs),
     /// List the GPUs (NVML identity, clocks, driver) and optionally sample their telemetry.
     Gpus(GpusArgs),
+    /// Render the portability report (HTML, or a Markdown summary) of one or more runs.
+    Report(ReportArgs),
+    /// Merge shard results from several runners into one run folder.
+    Merge(MergeArgs),
+    /// Compare a run with a baseline run; exit 1 when a latency or accuracy gate fails.
+    Compare(CompareArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +75,77 @@ pub struct InspectArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Thresholds of the baseline gate.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct GateArgs {
+    /// Largest allowed median-latency increase per cell, percent.
+    #[arg(long, value_name = "PCT", default_value_t = 10.0)]
+    pub max_latency_regression: f64,
+    /// Largest allowed top-1 accuracy drop per cell, points.
+    #[arg(long, value_name = "POINTS", default_value_t = 0.5)]
+    pub max_top1_drop: f64,
+    /// Largest allowed cosine-similarity drop per cell.
+    #[arg(long, value_name = "DROP", default_value_t = 0.001)]
+    pub max_cosine_drop: f64,
+}
+
+impl GateArgs {
+    pub fn thresholds(&self) -> calibench::report::Thresholds {
+        calibench::report::Thresholds {
+            max_latency_regression_pct: self.max_latency_regression,
+            max_top1_drop_points: self.max_top1_drop,
+            max_cosine_drop: self.max_cosine_drop,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Run folders (or results.jsonl files); several are read as one (e.g. shards).
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Output file: .html for the report, .md for a Markdown summary.
+    #[arg(long, short = 'o', value_name = "FILE", default_value = "report.html")]
+    pub output: PathBuf,
+    /// Title [default: calibench portability report — <matrix>].
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Add a release sign-off summary on top.
+    #[arg(long)]
+    pub sign_off: bool,
+    /// Compare with a baseline run and show the gate (exit 1 when it fails).
+    #[arg(long, value_name = "RUN")]
+    pub baseline: Option<PathBuf>,
+    #[command(flatten)]
+    pub gate: GateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Run folders of the shards.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// The new run folder to write.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: PathBuf,
+    /// Merge even if the runs come from different matrix specs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The baseline run folder.
+    pub baseline: PathBuf,
+    /// The current run folder.
+    pub current: PathBuf,
+    #[command(flatten)]
+    pub gate: GateArgs,
+    /// Print Markdown instead of a table.
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 #[derive(Debug, Args)]

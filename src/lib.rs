@@ -13,5 +13,6 @@ pub mod hash;
 pub mod matrix;
 pub mod measure;
 pub mod model;
+pub mod report;
 pub mod results;
 pub mod runner;

@@ -5,6 +5,7 @@ pub mod calibrate;
 pub mod export;
 pub mod gpus;
 pub mod plan;
+pub mod report;
 pub mod run;
 
 /// How a command ended, mapped to the process exit code.

@@ -2,6 +2,7 @@
 //! writes records only; it never runs anything.
 
 pub mod export;
+pub mod merge;
 pub mod schema;
 pub mod store;
 

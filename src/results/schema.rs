@@ -50,6 +50,9 @@ pub struct Artifact {
     pub path: String,
     /// sha256 of the file's bytes.
     pub sha256: String,
+    /// For caches: the GPU (or `cpu`) it was calibrated on, from its provenance sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_gpu: Option<String>,
 }
 
 /// Where and why a cell failed or was skipped.
@@ -351,11 +354,13 @@ pub(crate) mod tests_support {
                 id: key_model.into(),
                 path: "m.onnx".into(),
                 sha256: "00".repeat(32),
+                origin_gpu: None,
             },
             cache: Some(Artifact {
                 id: "c1".into(),
                 path: "c.cache".into(),
                 sha256: "11".repeat(32),
+                origin_gpu: Some("NVIDIA L4".into()),
             }),
             gpu: None,
             telemetry: None,

@@ -69,6 +69,7 @@ impl CellContext<'_> {
                 id: cell.model.clone(),
                 path: String::new(),
                 sha256: String::new(),
+                origin_gpu: None,
             });
         let cache = cell.cache.as_ref().and_then(|c| self.cache(cell, c).ok());
         Record {

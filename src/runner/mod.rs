@@ -350,11 +350,23 @@ fn hash_artifacts(loaded: &LoadedSpec) -> BTreeMap<String, Result<Artifact, Stri
                 .map(|c| (format!("cache:{}:{}", c.model, c.id), &c.id, &c.path)),
         );
     for (key, id, path) in files {
+        let origin_gpu = if key.starts_with("cache:") {
+            match crate::cache::provenance::Provenance::read_for(path) {
+                Ok(p) => p.and_then(|p| p.origin_gpu),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let artifact = crate::hash::sha256_file(path)
             .map(|sha256| Artifact {
                 id: id.clone(),
                 path: path.display().to_string(),
                 sha256,
+                origin_gpu,
             })
             .map_err(|e| format!("cannot read {}: {e}", path.display()));
         out.insert(key, artifact);

@@ -2,6 +2,8 @@
 
 mod csv;
 mod json;
+mod junit;
+mod markdown;
 
 use std::io::Write;
 
@@ -9,6 +11,8 @@ use super::schema::Record;
 
 pub use self::csv::CsvExporter;
 pub use self::json::JsonExporter;
+pub use self::junit::JunitExporter;
+pub use self::markdown::{md_cell, MarkdownExporter};
 
 /// Writes a run's records in one format.
 pub trait Exporter {
@@ -23,6 +27,10 @@ pub enum ExportFormat {
     Csv,
     /// A JSON array of the records, as stored.
     Json,
+    /// JUnit XML: one test case per cell.
+    Junit,
+    /// A Markdown summary table (for $GITHUB_STEP_SUMMARY).
+    Markdown,
 }
 
 impl ExportFormat {
@@ -31,6 +39,8 @@ impl ExportFormat {
         match self {
             ExportFormat::Csv => Box::new(CsvExporter),
             ExportFormat::Json => Box::new(JsonExporter),
+            ExportFormat::Junit => Box::new(JunitExporter),
+            ExportFormat::Markdown => Box::new(MarkdownExporter),
         }
     }
 }

@@ -1,0 +1,11 @@
+//! Reports: the one-file HTML portability report, its Markdown summary, and the baseline
+//! gate. This module reads records only.
+
+pub mod baseline;
+pub mod charts;
+pub mod html;
+pub mod portability;
+
+pub use baseline::{compare, BaselineReport, Thresholds};
+pub use html::{render_html, render_markdown, ReportOptions};
+pub use portability::{analyze, Analysis, Verdict};

@@ -1,0 +1,510 @@
+//! From records to the portability picture: one summary per cell, a verdict per
+//! model × cache × target, and per model a matrix of caches × targets.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::matrix::Precision;
+use crate::results::schema::{Record, Status};
+
+/// Top-1 drops (points) beyond this make a reuse "with caution".
+pub const CAUTION_TOP1_DROP_POINTS: f64 = 0.25;
+/// Cosine similarity below this makes a reuse "with caution".
+pub const CAUTION_COSINE: f64 = 0.999;
+
+/// What a release manager should do with a cache on a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Within tolerance and not measurably degraded.
+    ReuseOk,
+    /// Within tolerance, but degraded or measured under noise.
+    ReuseWithCaution,
+    /// A gate failed, or the engine could not be built: calibrate on this target.
+    Recalibrate,
+}
+
+impl Verdict {
+    /// The words shown to people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::ReuseOk => "reuse OK",
+            Verdict::ReuseWithCaution => "reuse with caution",
+            Verdict::Recalibrate => "recalibrate",
+        }
+    }
+}
+
+/// One cell as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CellSummary {
+    /// Cell key.
+    pub key: String,
+    /// Model id.
+    pub model: String,
+    /// Cache id, or "-".
+    pub cache: String,
+    /// Where the cache was calibrated, if known.
+    pub origin: Option<String>,
+    /// Target: device and backend.
+    pub target: String,
+    /// Precision.
+    pub precision: String,
+    /// Backend.
+    pub backend: String,
+    /// Batch size.
+    pub batch: usize,
+    /// ok / failed / skipped.
+    pub status: String,
+    /// Error or gate reason.
+    pub error: Option<String>,
+    /// Phase of the error.
+    pub error_phase: Option<String>,
+    /// Top-1 accuracy against labels (%), or top-1 agreement with the reference.
+    pub top1_pct: Option<f64>,
+    /// Top-1 of the reference outputs (%).
+    pub reference_top1_pct: Option<f64>,
+    /// Cosine similarity of the first output with its reference.
+    pub cosine: Option<f64>,
+    /// Max absolute error of the first output.
+    pub max_abs: Option<f64>,
+    /// Top-1 change against the fp32 cell of the same target and batch, in points.
+    pub delta_top1_vs_fp32: Option<f64>,
+    /// Top-1 change against the same precision with a cache calibrated on this target.
+    pub delta_top1_vs_native: Option<f64>,
+    /// Median latency, ms.
+    pub median_ms: Option<f64>,
+    /// Latency percentiles: min, p50, p90, p95, p99, max (ms).
+    pub ladder_ms: Option<[f64; 6]>,
+    /// Mean ± standard deviation, ms.
+    pub mean_ms: Option<f64>,
+    /// Standard deviation, ms.
+    pub std_ms: Option<f64>,
+    /// Samples per second.
+    pub samples_per_s: Option<f64>,
+    /// Median speed-up over fp16 on the same target and batch.
+    pub speedup_vs_fp16: Option<f64>,
+    /// Layers per precision, e.g. "int8 8".
+    pub layers: String,
+    /// Layers that ran fp32 in an int8/best cell.
+    pub fp32_layers: usize,
+    /// Noisy measurement, with why.
+    pub noisy: Option<String>,
+}
+
+/// The verdict for one model × cache × target.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerdictRow {
+    /// Model id.
+    pub model: String,
+    /// Cache id.
+    pub cache: String,
+    /// Where the cache was calibrated.
+    pub origin: Option<String>,
+    /// Target.
+    pub target: String,
+    /// Verdict.
+    pub verdict: Verdict,
+    /// Its label.
+    pub label: &'static str,
+    /// Why.
+    pub reasons: Vec<String>,
+}
+
+/// A cell of a portability matrix.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatrixCell {
+    /// Accuracy text, e.g. "−0.25 pt · cos 0.9993 ✓".
+    pub accuracy: String,
+    /// CSS class: good, warn, bad or none.
+    pub accuracy_class: &'static str,
+    /// Speed-up text, e.g. "1.71×".
+    pub speedup: String,
+    /// CSS class.
+    pub speedup_class: &'static str,
+}
+
+/// A row of a portability matrix: one cache.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatrixRow {
+    /// Cache id.
+    pub cache: String,
+    /// Where it was calibrated.
+    pub origin: String,
+    /// One entry per target.
+    pub cells: Vec<MatrixCell>,
+}
+
+/// Per model: caches × targets.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortabilityMatrix {
+    /// Model id.
+    pub model: String,
+    /// Column headers.
+    pub targets: Vec<String>,
+    /// Rows.
+    pub rows: Vec<MatrixRow>,
+}
+
+/// Everything the report derives from records.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    /// Every cell.
+    pub cells: Vec<CellSummary>,
+    /// Verdicts, worst first.
+    pub verdicts: Vec<VerdictRow>,
+    /// Portability matrices.
+    pub matrices: Vec<PortabilityMatrix>,
+}
+
+/// A target's label: the GPU (name and UUID prefix) or device, and the backend.
+pub fn target_of(r: &Record) -> String {
+    let device = match &r.gpu {
+        Some(g) => format!(
+            "{} ({})",
+            g.name,
+            g.uuid.chars().take(12).collect::<String>()
+        ),
+        None => r.cell.device.clone(),
+    };
+    format!("{device} · {}", r.cell.backend)
+}
+
+fn top1(r: &Record) -> Option<f64> {
+    let o = r.accuracy.as_ref()?.outputs.first()?;
+    o.top1_accuracy.or(o.top1_agreement).map(|t| t * 100.0)
+}
+
+fn median(r: &Record) -> Option<f64> {
+    r.latency
+        .as_ref()
+        .filter(|l| l.iterations > 0)
+        .map(|l| l.median_ms)
+}
+
+/// Analyses records (of one run or merged runs).
+pub fn analyze(records: &[Record]) -> Analysis {
+    // Index cells by (model, target, batch, precision, cache).
+    let ok = |r: &&Record| r.status != Status::Skipped;
+    let find =
+        |model: &str, target: &str, batch: usize, precision: Precision, cache: Option<&str>| {
+            records.iter().filter(ok).find(|r| {
+                r.cell.model == model
+                    && target_of(r) == target
+                    && r.cell.batch == batch
+                    && r.cell.precision == precision
+                    && (cache.is_none() || r.cell.cache.as_deref() == cache)
+            })
+        };
+    let mut cells = Vec::new();
+    for r in records {
+        let target = target_of(r);
+        let origin = r.cache.as_ref().and_then(|c| c.origin_gpu.clone());
+        let fp32 = find(&r.cell.model, &target, r.cell.batch, Precision::Fp32, None);
+        let fp16 = find(&r.cell.model, &target, r.cell.batch, Precision::Fp16, None);
+        let gpu_name = r.gpu.as_ref().map(|g| g.name.clone());
+        let native = gpu_name.as_ref().and_then(|name| {
+            records.iter().filter(ok).find(|n| {
+                n.cell.model == r.cell.model
+                    && target_of(n) == target
+                    && n.cell.batch == r.cell.batch
+                    && n.cell.precision == r.cell.precision
+                    && n.cache.as_ref().and_then(|c| c.origin_gpu.as_ref()) == Some(name)
+                    && n.key != r.key
+            })
+        });
+        let t = top1(r);
+        let lat = r.latency.as_ref().filter(|l| l.iterations > 0);
+        let acc = r.accuracy.as_ref().and_then(|a| a.outputs.first());
+        let fp32_layers = if r.cell.precision.needs_cache() {
+            r.engine
+                .as_ref()
+                .and_then(|e| e.layer_precisions.get("fp32").copied())
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        cells.push(CellSummary {
+            key: r.key.clone(),
+            model: r.cell.model.clone(),
+            cache: r.cell.cache.clone().unwrap_or_else(|| "-".into()),
+            origin,
+            target,
+            precision: r.cell.precision.to_string(),
+            backend: r.cell.backend.to_string(),
+            batch: r.cell.batch,
+            status: r.status.to_string(),
+            error: r.error.as_ref().map(|e| e.message.clone()),
+            error_phase: r.error.as_ref().map(|e| e.phase.clone()),
+            top1_pct: t,
+            reference_top1_pct: acc
+                .and_then(|o| o.reference_top1_accuracy)
+                .map(|v| v * 100.0),
+            cosine: acc.map(|o| o.cosine),
+            max_abs: acc.map(|o| o.max_abs),
+            delta_top1_vs_fp32: t.zip(fp32.and_then(top1)).map(|(a, b)| a - b),
+            delta_top1_vs_native: t.zip(native.and_then(top1)).map(|(a, b)| a - b),
+            median_ms: median(r),
+            ladder_ms: lat.map(|l| {
+                [
+                    l.min_ms,
+                    l.median_ms,
+                    l.p90_ms,
+                    l.p95_ms,
+                    l.p99_ms,
+                    l.max_ms,
+                ]
+            }),
+            mean_ms: lat.map(|l| l.mean_ms),
+            std_ms: lat.map(|l| l.std_ms),
+            samples_per_s: lat.map(|l| l.samples_per_s),
+            speedup_vs_fp16: median(r).zip(fp16.and_then(median)).map(|(m, f)| f / m),
+            layers: r
+                .engine
+                .as_ref()
+                .map(|e| {
+                    e.layer_precisions
+                        .iter()
+                        .map(|(p, n)| format!("{p} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(" · ")
+                })
+                .unwrap_or_default(),
+            fp32_layers,
+            noisy: r
+                .telemetry
+                .as_ref()
+                .filter(|t| t.noisy)
+                .map(|t| t.noisy_because.join("; ")),
+        });
+    }
+    let verdicts = verdicts(records, &cells);
+    let matrices = matrices(&cells);
+    Analysis {
+        cells,
+        verdicts,
+        matrices,
+    }
+}
+
+fn verdicts(records: &[Record], cells: &[CellSummary]) -> Vec<VerdictRow> {
+    type Members<'a> = Vec<(&'a Record, &'a CellSummary)>;
+    let mut groups: BTreeMap<(String, String, String), Members> =
+        BTreeMap::new();
+    for (r, c) in records.iter().zip(cells) {
+        // Setup failures (backend or GPU unavailable, data unreadable) say nothing about the cache.
+        let setup_failure =
+            r.status == Status::Failed && r.error.as_ref().is_some_and(|e| e.phase == "setup");
+        if r.cell.precision.needs_cache() && r.status != Status::Skipped && !setup_failure {
+            groups
+                .entry((c.model.clone(), c.cache.clone(), c.target.clone()))
+                .or_default()
+                .push((r, c));
+        }
+    }
+    let mut rows: Vec<VerdictRow> = groups
+        .into_iter()
+        .map(|((model, cache, target), members)| {
+            let mut verdict = Verdict::ReuseOk;
+            let mut reasons = Vec::new();
+            let mut raise = |v: Verdict, why: String, reasons: &mut Vec<String>| {
+                verdict = verdict.max(v);
+                if !reasons.contains(&why) {
+                    reasons.push(why);
+                }
+            };
+            for (r, c) in &members {
+                let tag = format!("{} b{}", c.precision, c.batch);
+                if r.status == Status::Failed {
+                    let phase = c.error_phase.clone().unwrap_or_default();
+                    let first = c
+                        .error
+                        .as_deref()
+                        .unwrap_or("")
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    let why = if phase == "accuracy" {
+                        format!("{tag}: accuracy gate failed: {first}")
+                    } else {
+                        format!("{tag}: {phase} failed: {first}")
+                    };
+                    raise(Verdict::Recalibrate, why, &mut reasons);
+                    continue;
+                }
+                if let Some(d) = c
+                    .delta_top1_vs_fp32
+                    .filter(|d| *d < -CAUTION_TOP1_DROP_POINTS)
+                {
+                    raise(
+                        Verdict::ReuseWithCaution,
+                        format!("{tag}: top-1 {d:+.2} points vs fp32"),
+                        &mut reasons,
+                    );
+                }
+                if let Some(cos) = c.cosine.filter(|c| *c < CAUTION_COSINE) {
+                    raise(
+                        Verdict::ReuseWithCaution,
+                        format!("{tag}: cosine {cos:.5} < {CAUTION_COSINE}"),
+                        &mut reasons,
+                    );
+                }
+                if c.fp32_layers > 0 {
+                    raise(
+                        Verdict::ReuseWithCaution,
+                        format!(
+                            "{tag}: {} layer(s) had no usable scale and ran fp32",
+                            c.fp32_layers
+                        ),
+                        &mut reasons,
+                    );
+                }
+                // The reference backend simulates precisions on the CPU: its speed says nothing about a GPU.
+                if let Some(s) = c
+                    .speedup_vs_fp16
+                    .filter(|s| *s < 1.0 && c.backend != "reference")
+                {
+                    raise(
+                        Verdict::ReuseWithCaution,
+                        format!("{tag}: {s:.2}× fp16 speed, no faster than fp16"),
+                        &mut reasons,
+                    );
+                }
+                if let Some(n) = &c.noisy {
+                    raise(
+                        Verdict::ReuseWithCaution,
+                        format!("{tag}: noisy measurement ({n})"),
+                        &mut reasons,
+                    );
+                }
+            }
+            if reasons.is_empty() {
+                reasons.push("within tolerance and not degraded".into());
+            }
+            let origin = members.first().and_then(|(_, c)| c.origin.clone());
+            VerdictRow {
+                model,
+                cache,
+                origin,
+                target,
+                verdict,
+                label: verdict.label(),
+                reasons,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.verdict
+            .cmp(&a.verdict)
+            .then_with(|| (&a.model, &a.cache, &a.target).cmp(&(&b.model, &b.cache, &b.target)))
+    });
+    rows
+}
+
+fn matrices(cells: &[CellSummary]) -> Vec<PortabilityMatrix> {
+    let models: BTreeSet<&str> = cells.iter().map(|c| c.model.as_str()).collect();
+    let mut out = Vec::new();
+    for model in models {
+        let quantized: Vec<&CellSummary> = cells
+            .iter()
+            .filter(|c| c.model == model && c.cache != "-" && c.status != "skipped")
+            .collect();
+        if quantized.is_empty() {
+            continue;
+        }
+        let targets: BTreeSet<&str> = quantized.iter().map(|c| c.target.as_str()).collect();
+        let caches: BTreeSet<&str> = quantized.iter().map(|c| c.cache.as_str()).collect();
+        let rows = caches
+            .into_iter()
+            .map(|cache| {
+                let origin = quantized
+                    .iter()
+                    .find(|c| c.cache == cache)
+                    .and_then(|c| c.origin.clone())
+                    .unwrap_or_else(|| "origin unknown".into());
+                let cells = targets
+                    .iter()
+                    .map(|t| {
+                        let mine: Vec<&&CellSummary> = quantized
+                            .iter()
+                            .filter(|c| c.cache == cache && c.target == *t)
+                            .collect();
+                        matrix_cell(&mine)
+                    })
+                    .collect();
+                MatrixRow {
+                    cache: cache.to_string(),
+                    origin,
+                    cells,
+                }
+            })
+            .collect();
+        out.push(PortabilityMatrix {
+            model: model.to_string(),
+            targets: targets.into_iter().map(str::to_string).collect(),
+            rows,
+        });
+    }
+    out
+}
+
+/// The worst of a cache's int8/best cells on one target.
+fn matrix_cell(cells: &[&&CellSummary]) -> MatrixCell {
+    if cells.is_empty() {
+        return MatrixCell {
+            accuracy: "not run".into(),
+            accuracy_class: "none",
+            speedup: "-".into(),
+            speedup_class: "none",
+        };
+    }
+    let failed = cells.iter().any(|c| c.status == "failed");
+    let worst_delta = cells
+        .iter()
+        .filter_map(|c| c.delta_top1_vs_fp32)
+        .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.min(d))));
+    let min_cos = cells
+        .iter()
+        .filter_map(|c| c.cosine)
+        .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.min(d))));
+    let best_speed = cells
+        .iter()
+        .filter_map(|c| c.speedup_vs_fp16)
+        .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))));
+    let mut accuracy = match worst_delta {
+        Some(d) => format!("{d:+.2} pt"),
+        None => String::new(),
+    };
+    if let Some(c) = min_cos {
+        accuracy.push_str(&format!(
+            "{}cos {c:.4}",
+            if accuracy.is_empty() { "" } else { " · " }
+        ));
+    }
+    accuracy.push_str(if failed { " ✗" } else { " ✓" });
+    let accuracy_class = if failed || worst_delta.is_some_and(|d| d < -1.0) {
+        "bad"
+    } else if worst_delta.is_some_and(|d| d < -CAUTION_TOP1_DROP_POINTS)
+        || min_cos.is_some_and(|c| c < CAUTION_COSINE)
+    {
+        "warn"
+    } else {
+        "good"
+    };
+    let simulated = cells.iter().all(|c| c.backend == "reference");
+    let (speedup, speedup_class) = match best_speed {
+        Some(_) if simulated => ("n/a: CPU simulation".into(), "none"),
+        Some(s) if s >= 1.2 => (format!("{s:.2}×"), "good"),
+        Some(s) if s >= 1.0 => (format!("{s:.2}×"), "warn"),
+        Some(s) => (format!("{s:.2}×"), "bad"),
+        None => ("-".into(), "none"),
+    };
+    MatrixCell {
+        accuracy: accuracy.trim().to_string(),
+        accuracy_class,
+        speedup,
+        speedup_class,
+    }
+}

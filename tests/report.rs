@@ -1,0 +1,337 @@
+//! Reports and exports: golden files of every export format, escaping of hostile strings in
+//! the HTML report, and merge/compare end to end.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use calibench::matrix::{BackendKind, Cell, Precision};
+use calibench::measure::accuracy::{OutputMetrics, Tolerance};
+use calibench::report::{render_html, ReportOptions};
+use calibench::results::export::ExportFormat;
+use calibench::results::schema::*;
+
+fn record(
+    model: &str,
+    cache: Option<&str>,
+    precision: Precision,
+    top1: f64,
+    median: f64,
+    status: Status,
+) -> Record {
+    let cell = Cell {
+        model: model.into(),
+        cache: cache.map(String::from),
+        device: "cpu".into(),
+        precision,
+        backend: BackendKind::Reference,
+        batch: 1,
+    };
+    Record {
+        schema: RECORD_SCHEMA,
+        run_id: "golden".into(),
+        matrix: MatrixInfo {
+            name: "golden".into(),
+            sha256: "ab".repeat(32),
+        },
+        key: cell.key(),
+        cell,
+        status,
+        error: (status == Status::Failed).then(|| CellError {
+            phase: "accuracy".into(),
+            message: "logits: top-1 drop 2.00 points > 1.00".into(),
+        }),
+        model: Artifact {
+            id: model.into(),
+            path: "m.onnx".into(),
+            sha256: "00".repeat(32),
+            origin_gpu: None,
+        },
+        cache: cache.map(|c| Artifact {
+            id: c.into(),
+            path: "c.cache".into(),
+            sha256: "11".repeat(32),
+            origin_gpu: Some("NVIDIA L4".into()),
+        }),
+        gpu: None,
+        telemetry: None,
+        engine: Some(EngineInfo {
+            build_s: 0.25,
+            cached: false,
+            layer_precisions: [(
+                if precision.needs_cache() {
+                    "int8"
+                } else {
+                    precision.as_str()
+                }
+                .to_string(),
+                8,
+            )]
+            .into(),
+        }),
+        latency: Some(Latency {
+            clock: "wall".into(),
+            iterations: 100,
+            min_ms: median * 0.9,
+            mean_ms: median * 1.05,
+            median_ms: median,
+            p90_ms: median * 1.1,
+            p95_ms: median * 1.2,
+            p99_ms: median * 1.5,
+            max_ms: median * 2.0,
+            std_ms: median * 0.1,
+            inferences_per_s: 1000.0 / median,
+            samples_per_s: 1000.0 / median,
+        }),
+        accuracy: Some(Accuracy {
+            passed: status == Status::Ok,
+            reason: None,
+            samples: 400,
+            reference: "eval_ref.npy".into(),
+            outputs: vec![OutputMetrics {
+                name: "logits".into(),
+                elements: 4000,
+                cosine: 0.9995,
+                top1_accuracy: Some(top1),
+                reference_top1_accuracy: Some(0.9875),
+                top1_agreement: Some(0.99),
+                tolerance: Tolerance::default(),
+                passed: status == Status::Ok,
+                ..Default::default()
+            }],
+        }),
+        calibench: ToolInfo {
+            version: "0.1.0".into(),
+            git_commit: "0123456789ab".into(),
+        },
+        environment: Environment {
+            hostname: "ci".into(),
+            os: "linux x86_64".into(),
+            cpu: "test cpu".into(),
+            ..Default::default()
+        },
+        started_at: "2026-11-25T10:00:00Z".parse().unwrap(),
+        finished_at: "2026-11-25T10:00:02Z".parse().unwrap(),
+    }
+}
+
+fn records() -> Vec<Record> {
+    vec![
+        record("m", None, Precision::Fp32, 0.9875, 1.0, Status::Ok),
+        record("m", None, Precision::Fp16, 0.9875, 0.8, Status::Ok),
+        record(
+            "m",
+            Some("l4-cache"),
+            Precision::Int8,
+            0.985,
+            0.5,
+            Status::Ok,
+        ),
+        record(
+            "m",
+            Some("l4-cache"),
+            Precision::Best,
+            0.9675,
+            0.45,
+            Status::Failed,
+        ),
+    ]
+}
+
+#[test]
+fn exports_match_golden_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for (format, file) in [
+        (ExportFormat::Csv, "export.csv"),
+        (ExportFormat::Json, "export.json"),
+        (ExportFormat::Junit, "export.junit.xml"),
+        (ExportFormat::Markdown, "export.md"),
+    ] {
+        let mut out = Vec::new();
+        format.exporter().export(&records(), &mut out).unwrap();
+        let path = dir.join(file);
+        if std::env::var_os("CALIBENCH_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &out).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+            panic!(
+                "{} missing: run with CALIBENCH_UPDATE_GOLDEN=1",
+                path.display()
+            )
+        });
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            expected,
+            "{file} differs from its golden file"
+        );
+    }
+}
+
+#[test]
+fn hostile_strings_are_escaped_in_the_html_report() {
+    let mut rs = records();
+    let hostile = "<script>alert('tensor')</script>";
+    rs[3].error.as_mut().unwrap().message =
+        format!("Missing scale and zero-point for tensor {hostile}");
+    rs[2].cache.as_mut().unwrap().origin_gpu = Some("<img src=x onerror=alert(1)>".into());
+    rs[2].cell.cache = Some("c\"><b>bold</b>".into());
+    rs[2].key = rs[2].cell.key();
+    let opts = ReportOptions {
+        title: "t <i>x</i>".into(),
+        sources: vec!["<run>".into()],
+        sign_off: true,
+        baseline: None,
+    };
+    let html = render_html(&rs, &opts).unwrap();
+    assert!(!html.contains("<script>alert"), "script tag leaked");
+    assert!(!html.contains("<img src=x"), "img tag leaked");
+    assert!(!html.contains("<b>bold</b>"), "markup in a cache id leaked");
+    assert!(!html.contains("<i>x</i>"), "markup in the title leaked");
+    assert!(
+        html.contains("&lt;script&gt;alert("),
+        "the text is still shown, escaped"
+    );
+    // The report is one self-contained file.
+    assert!(
+        !html.contains("http://")
+            || html
+                .matches("http://")
+                .all(|_| html.contains("xmlns=\"http://www.w3.org/2000/svg\""))
+    );
+    assert!(
+        !html.contains("<script") && !html.contains("<link"),
+        "no scripts or external styles"
+    );
+}
+
+#[test]
+fn html_report_has_every_section() {
+    let html = render_html(
+        &records(),
+        &ReportOptions {
+            title: "golden".into(),
+            sources: vec!["r".into()],
+            sign_off: true,
+            baseline: None,
+        },
+    )
+    .unwrap();
+    for section in [
+        "Release sign-off",
+        "Verdicts",
+        "Portability matrices",
+        "Charts",
+        "Cells",
+        "Environment",
+    ] {
+        assert!(html.contains(section), "{section} missing");
+    }
+    assert_eq!(html.matches("<svg").count(), 3, "three inline charts");
+    assert!(
+        html.contains("recalibrate"),
+        "the failed best cell makes the verdict recalibrate"
+    );
+    assert!(html.contains("NVIDIA L4"), "the cache's origin is shown");
+    assert!(html.contains("0123456789ab"), "the commit is shown");
+}
+
+fn calibench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_calibench"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn run_dir(o: &Output) -> PathBuf {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+}
+
+#[test]
+fn shards_merge_and_compare_gates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("matrices/demo.toml");
+    let demo = demo.to_str().unwrap();
+    let fast = [
+        "--warmup-ms",
+        "1",
+        "--measurement-ms",
+        "2",
+        "--samples",
+        "3",
+        "-q",
+        "--output",
+        out,
+    ];
+    let s1 = run_dir(&calibench(
+        &[&["run", demo, "--shard", "1/2"][..], &fast[..]].concat(),
+    ));
+    let s2 = run_dir(&calibench(
+        &[&["run", demo, "--shard", "2/2"][..], &fast[..]].concat(),
+    ));
+    let merged = dir.path().join("merged");
+    let o = calibench(&[
+        "merge",
+        s1.to_str().unwrap(),
+        s2.to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("missing:"),
+        "both shards together cover the matrix"
+    );
+    let merged_records = calibench::results::read_results(&merged).unwrap().records;
+    assert_eq!(merged_records.len(), 8);
+    // One shard alone misses cells.
+    let half = dir.path().join("half");
+    let o = calibench(&["merge", s1.to_str().unwrap(), "-o", half.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing:"));
+
+    // Comparing a run with itself passes; a baseline twice as fast fails the latency gate.
+    assert_eq!(
+        calibench(&[
+            "compare",
+            merged.to_str().unwrap(),
+            merged.to_str().unwrap()
+        ])
+        .status
+        .code(),
+        Some(0)
+    );
+    let faster = dir.path().join("faster");
+    std::fs::create_dir(&faster).unwrap();
+    let text: String = std::fs::read_to_string(merged.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let m = v["latency"]["median_ms"].as_f64().unwrap();
+            v["latency"]["median_ms"] = (m / 2.0).into();
+            format!("{v}\n")
+        })
+        .collect();
+    std::fs::write(faster.join("results.jsonl"), text).unwrap();
+    let o = calibench(&[
+        "compare",
+        faster.to_str().unwrap(),
+        merged.to_str().unwrap(),
+        "--markdown",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("FAILED"));
+    let html = dir.path().join("r.html");
+    let o = calibench(&[
+        "report",
+        merged.to_str().unwrap(),
+        "-o",
+        html.to_str().unwrap(),
+        "--baseline",
+        faster.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "report --baseline gates too");
+    assert!(std::fs::read_to_string(&html)
+        .unwrap()
+        .contains("Baseline gate"));
+}

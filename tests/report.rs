@@ -241,8 +241,9 @@ fn calibench(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The run folder a `calibench run` printed; exit 1 (a gate failed) still recorded every cell.
 fn run_dir(o: &Output) -> PathBuf {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", String::from_utf8_lossy(&o.stderr));
     PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
 }
 
@@ -283,7 +284,7 @@ fn shards_merge_and_compare_gates() {
         "both shards together cover the matrix"
     );
     let merged_records = calibench::results::read_results(&merged).unwrap().records;
-    assert_eq!(merged_records.len(), 8);
+    assert_eq!(merged_records.len(), 16);
     // One shard alone misses cells.
     let half = dir.path().join("half");
     let o = calibench(&["merge", s1.to_str().unwrap(), "-o", half.to_str().unwrap()]);

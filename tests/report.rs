@@ -243,7 +243,11 @@ fn calibench(args: &[&str]) -> Output {
 
 /// The run folder a `calibench run` printed; exit 1 (a gate failed) still recorded every cell.
 fn run_dir(o: &Output) -> PathBuf {
-    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
 }
 

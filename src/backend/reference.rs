@@ -390,3 +390,91 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod unsupported {
+    use super::*;
+    use crate::matrix::{Cell, Precision};
+    use crate::model::onnx::pb;
+    use prost::Message;
+
+    fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+        use pb::tensor_shape_proto::{dimension::Value, Dimension};
+        pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|d| Dimension {
+                                value: Some(Value::DimValue(*d)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_operator_tract_cannot_run_is_a_build_error_naming_the_node() {
+        let model = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(pb::GraphProto {
+                name: "g".into(),
+                node: vec![
+                    pb::NodeProto {
+                        op_type: "Relu".into(),
+                        name: "relu".into(),
+                        input: vec!["x".into()],
+                        output: vec!["r".into()],
+                        ..Default::default()
+                    },
+                    pb::NodeProto {
+                        op_type: "Det".into(),
+                        name: "my_det_node".into(),
+                        input: vec!["r".into()],
+                        output: vec!["y".into()],
+                        ..Default::default()
+                    },
+                ],
+                input: vec![value_info("x", &[2, 3, 3])],
+                output: vec![value_info("y", &[2])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("det.onnx");
+        std::fs::write(&path, model.encode_to_vec()).unwrap();
+        let cell = Cell {
+            model: "det".into(),
+            cache: None,
+            device: "cpu".into(),
+            precision: Precision::Fp32,
+            backend: BackendKind::Reference,
+            batch: 2,
+        };
+        let req = BuildRequest {
+            cell: &cell,
+            model_path: &path,
+            cache_path: None,
+        };
+        let err = ReferenceBackend
+            .build(&req)
+            .err()
+            .expect("Det is not supported")
+            .to_string();
+        assert!(err.contains("det.onnx"), "{err}");
+        assert!(err.contains("my_det_node") && err.contains("Det"), "{err}");
+    }
+}

@@ -699,3 +699,34 @@ mod fuzz {
         }
     }
 }
+
+#[cfg(test)]
+mod large {
+    use super::*;
+
+    /// A 100 MB cache parses (TensorRT reads caches of any size). Slow in debug builds:
+    /// `cargo test --release -- --ignored cache::format::large`.
+    #[test]
+    #[ignore]
+    fn hundred_megabyte_cache_parses() {
+        let mut text = String::from("TRT-101401-EntropyCalibration2\n");
+        let mut n = 0;
+        while text.len() < 100 * 1024 * 1024 {
+            text.push_str(&format!(
+                "/model/encoder/layers.{}/attention/MatMul_{}_output_0: 3c010204\n",
+                n / 1000,
+                n % 1000
+            ));
+            n += 1;
+        }
+        let start = std::time::Instant::now();
+        let cache = CalibrationCache::parse(&text).unwrap();
+        eprintln!(
+            "parsed {} MB, {} tensors in {:.2} s",
+            text.len() / (1024 * 1024),
+            cache.entries.len(),
+            start.elapsed().as_secs_f64()
+        );
+        assert_eq!(cache.entries.len(), n);
+    }
+}

@@ -290,8 +290,7 @@ pub fn analyze(records: &[Record]) -> Analysis {
 
 fn verdicts(records: &[Record], cells: &[CellSummary]) -> Vec<VerdictRow> {
     type Members<'a> = Vec<(&'a Record, &'a CellSummary)>;
-    let mut groups: BTreeMap<(String, String, String), Members> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<(String, String, String), Members> = BTreeMap::new();
     for (r, c) in records.iter().zip(cells) {
         // Setup failures (backend or GPU unavailable, data unreadable) say nothing about the cache.
         let setup_failure =

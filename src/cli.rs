@@ -349,6 +349,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub samples: Option<usize>,
 
+    /// Untimed warm-up iterations per cell before measuring [default: the spec's
+    /// latency.warmup_iterations].
+    #[arg(long, value_name = "N")]
+    pub warmup_iterations: Option<usize>,
+
+    /// Time single iterations only, without criterion's sampling and bootstrap (faster; no
+    /// confidence intervals).
+    #[arg(long)]
+    pub no_criterion: bool,
+
+    /// Let criterion draw its HTML report per cell under <run>/criterion/ (seconds per cell).
+    #[arg(long, conflicts_with = "no_criterion")]
+    pub criterion_html: bool,
+
     /// No progress bar and no per-cell lines on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,

@@ -50,6 +50,8 @@ fn options(dir: &Path, gpus: GpuInventory) -> RunOptions {
         progress: false,
         gpus: Some(gpus),
         telemetry_period: None,
+        criterion: false,
+        criterion_html: false,
     }
 }
 

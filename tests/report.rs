@@ -81,6 +81,8 @@ fn record(
             std_ms: median * 0.1,
             inferences_per_s: 1000.0 / median,
             samples_per_s: 1000.0 / median,
+            estimate: None,
+            outliers: None,
         }),
         accuracy: Some(Accuracy {
             passed: status == Status::Ok,

@@ -18,6 +18,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
     if let Some(n) = args.samples {
         latency.samples = n;
     }
+    if let Some(n) = args.warmup_iterations {
+        latency.warmup_iterations = n;
+    }
     let opts = RunOptions {
         output_dir: args.output.clone(),
         run_id: args.run_id.clone(),
@@ -29,6 +32,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
         latency,
         progress: !args.quiet,
         gpus: None,
+        criterion: !args.no_criterion,
+        criterion_html: args.criterion_html,
         telemetry_period: (args.telemetry_ms > 0)
             .then(|| std::time::Duration::from_millis(args.telemetry_ms)),
     };

@@ -178,9 +178,13 @@ pub struct LatencySpec {
     /// Target measurement time, in milliseconds.
     #[serde(default = "default_measurement_ms")]
     pub measurement_ms: u64,
-    /// Number of samples (criterion's sample size).
+    /// Number of samples (criterion's sample size, at least 10 for criterion) and the minimum
+    /// number of single-iteration timings.
     #[serde(default = "default_samples")]
     pub samples: usize,
+    /// Untimed iterations before anything is measured (trtexec's warm-up, in iterations).
+    #[serde(default)]
+    pub warmup_iterations: usize,
 }
 
 fn default_warmup_ms() -> u64 {
@@ -199,6 +203,7 @@ impl Default for LatencySpec {
             warmup_ms: default_warmup_ms(),
             measurement_ms: default_measurement_ms(),
             samples: default_samples(),
+            warmup_iterations: 0,
         }
     }
 }

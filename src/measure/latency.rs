@@ -1,39 +1,271 @@
-//! Latency: warm up, time iterations, and summarize them into percentiles and throughput.
+//! Latency. criterion drives every cell's measurement (warm-up, sampling, bootstrap confidence
+//! intervals, outlier classification; its HTML and estimates go under the run's folder), timed
+//! by an [`IterationTimer`]: wall clock for CPU engines, CUDA events for GPU engines. Because
+//! criterion reports no tail percentiles, single iterations are also timed one by one for
+//! min/median/p90/p95/p99/max.
 
+use std::cell::RefCell;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+
 use crate::matrix::spec::LatencySpec;
-use crate::results::schema::Latency;
+use crate::results::schema::{Estimate, Latency, Outliers};
 
-/// Hard cap on timed iterations per cell, so a sub-microsecond engine cannot fill memory.
-pub const MAX_ITERATIONS: usize = 1_000_000;
+/// Hard cap on single-iteration samples per cell.
+pub const MAX_ITERATIONS: usize = 100_000;
 
-/// Times `iteration` with the wall clock: warm-up for `warmup_ms` (at least one call), then
-/// timed calls until `measurement_ms` has passed and at least `samples` were taken.
-pub fn measure_wall<E>(
+/// Bootstrap resamples for criterion's confidence intervals.
+pub const BOOTSTRAP_RESAMPLES: usize = 20_000;
+
+/// criterion needs at least this many samples.
+pub const CRITERION_MIN_SAMPLES: usize = 10;
+
+/// Times engine iterations.
+pub trait IterationTimer {
+    /// The error a failed iteration gives.
+    type Error;
+    /// The clock's name in records: `wall` or `cuda-event`.
+    fn clock(&self) -> &'static str;
+    /// Runs `iters` iterations back to back and returns their total time.
+    fn time(&mut self, iters: u64) -> Result<Duration, Self::Error>;
+}
+
+/// Wall-clock timing of a closure (CPU engines).
+pub struct WallTimer<F>(pub F);
+
+impl<E, F: FnMut() -> Result<(), E>> IterationTimer for WallTimer<F> {
+    type Error = E;
+    fn clock(&self) -> &'static str {
+        "wall"
+    }
+    fn time(&mut self, iters: u64) -> Result<Duration, E> {
+        let start = Instant::now();
+        for _ in 0..iters {
+            (self.0)()?;
+        }
+        Ok(start.elapsed())
+    }
+}
+
+/// Where criterion writes, and how chatty it is.
+#[derive(Debug, Clone, Copy)]
+pub struct CriterionOutput<'a> {
+    /// criterion's output folder (estimates, HTML).
+    pub dir: &'a Path,
+    /// Let criterion print its analysis on stderr (it prints nothing when false).
+    pub show: bool,
+    /// Let criterion draw its HTML report (slow: seconds per cell).
+    pub html: bool,
+}
+
+/// Measures one cell: `warmup_iterations` untimed iterations, criterion's sampling, then
+/// single-iteration timings for percentiles.
+pub fn measure<T: IterationTimer>(
     spec: &LatencySpec,
     batch: usize,
-    mut iteration: impl FnMut() -> Result<(), E>,
-) -> Result<Latency, E> {
-    let warmup = Duration::from_millis(spec.warmup_ms);
-    let start = Instant::now();
-    loop {
-        iteration()?;
-        if start.elapsed() >= warmup {
-            break;
-        }
+    id: &str,
+    criterion_out: Option<CriterionOutput<'_>>,
+    timer: &mut T,
+) -> Result<Latency, T::Error> {
+    for _ in 0..spec.warmup_iterations {
+        timer.time(1)?;
     }
+    let estimate = match criterion_out {
+        Some(out) => run_criterion(spec, id, out, timer)?,
+        None => None,
+    };
+    // Per-iteration samples: at least `samples`, for at most the measurement time.
     let budget = Duration::from_millis(spec.measurement_ms);
     let mut times_ms = Vec::new();
+    let start = Instant::now();
+    if criterion_out.is_none() {
+        // Without criterion, warm up here.
+        let warm = Duration::from_millis(spec.warmup_ms);
+        while start.elapsed() < warm {
+            timer.time(1)?;
+        }
+    }
     let start = Instant::now();
     while times_ms.len() < MAX_ITERATIONS
         && (times_ms.len() < spec.samples || start.elapsed() < budget)
     {
-        let t = Instant::now();
-        iteration()?;
-        times_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        times_ms.push(timer.time(1)?.as_secs_f64() * 1e3);
     }
-    Ok(summarize(&times_ms, batch, "wall"))
+    let mut latency = summarize(&times_ms, batch, timer.clock());
+    latency.estimate = estimate;
+    latency.outliers = Some(tukey(&times_ms));
+    Ok(latency)
+}
+
+fn run_criterion<T: IterationTimer>(
+    spec: &LatencySpec,
+    id: &str,
+    out: CriterionOutput<'_>,
+    timer: &mut T,
+) -> Result<Option<Estimate>, T::Error> {
+    let failure: RefCell<Option<T::Error>> = RefCell::new(None);
+    let timer = RefCell::new(timer);
+    let bench_id = criterion_id(id);
+    let mut c = criterion::Criterion::default()
+        .output_directory(out.dir)
+        .warm_up_time(Duration::from_millis(spec.warmup_ms.max(1)))
+        .measurement_time(Duration::from_millis(spec.measurement_ms.max(1)))
+        .sample_size(spec.samples.max(CRITERION_MIN_SAMPLES))
+        .nresamples(BOOTSTRAP_RESAMPLES)
+        .with_output_color(false);
+    if !out.html {
+        c = c.without_plots();
+    }
+    with_stdout_to_stderr(!out.show, || {
+        c.bench_function(&bench_id, |b| {
+            b.iter_custom(|iters| {
+                if failure.borrow().is_some() {
+                    return Duration::from_nanos(iters.max(1));
+                }
+                match timer.borrow_mut().time(iters) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        *failure.borrow_mut() = Some(e);
+                        Duration::from_nanos(iters.max(1))
+                    }
+                }
+            })
+        });
+    });
+    if let Some(e) = failure.into_inner() {
+        return Err(e);
+    }
+    Ok(read_estimates(
+        &out.dir.join(&bench_id).join("new").join("estimates.json"),
+    ))
+}
+
+/// criterion's folder name for a cell key (no path separators).
+pub fn criterion_id(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct Interval {
+    lower_bound: f64,
+    upper_bound: f64,
+    confidence_level: f64,
+}
+
+#[derive(Deserialize)]
+struct PointEstimate {
+    point_estimate: f64,
+    confidence_interval: Interval,
+}
+
+#[derive(Deserialize)]
+struct Estimates {
+    mean: PointEstimate,
+    median: PointEstimate,
+    std_dev: PointEstimate,
+    slope: Option<PointEstimate>,
+}
+
+/// criterion's estimates (ns) as milliseconds.
+fn read_estimates(path: &Path) -> Option<Estimate> {
+    let e: Estimates = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let ms = |v: f64| v / 1e6;
+    Some(Estimate {
+        mean_ms: ms(e.mean.point_estimate),
+        mean_lower_ms: ms(e.mean.confidence_interval.lower_bound),
+        mean_upper_ms: ms(e.mean.confidence_interval.upper_bound),
+        median_ms: ms(e.median.point_estimate),
+        median_lower_ms: ms(e.median.confidence_interval.lower_bound),
+        median_upper_ms: ms(e.median.confidence_interval.upper_bound),
+        std_dev_ms: ms(e.std_dev.point_estimate),
+        slope_ms: e.slope.as_ref().map(|s| ms(s.point_estimate)),
+        confidence_level: e.mean.confidence_interval.confidence_level,
+    })
+}
+
+/// Runs `f` with criterion's console output (stdout and stderr) sent to stderr when `show`, or
+/// to /dev/null, so it never mixes with calibench's stdout (which scripts read) or progress.
+fn with_stdout_to_stderr<R>(silence: bool, f: impl FnOnce() -> R) -> R {
+    use std::io::Write;
+    #[cfg(unix)]
+    {
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        // SAFETY: plain file-descriptor duplication; every descriptor opened here is closed.
+        let (saved_out, saved_err) = unsafe { (libc::dup(1), libc::dup(2)) };
+        let target = if silence {
+            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY) }
+        } else {
+            unsafe { libc::dup(2) }
+        };
+        let redirected = saved_out >= 0 && saved_err >= 0 && target >= 0;
+        if redirected {
+            unsafe {
+                libc::dup2(target, 1);
+                libc::dup2(target, 2);
+            }
+        }
+        let result = f();
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        if redirected {
+            unsafe {
+                libc::dup2(saved_out, 1);
+                libc::dup2(saved_err, 2);
+            }
+        }
+        for fd in [saved_out, saved_err, target] {
+            if fd >= 0 {
+                unsafe { libc::close(fd) };
+            }
+        }
+        result
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = silence;
+        f()
+    }
+}
+
+/// Times `iteration` with the wall clock and no criterion: warm-up, then samples.
+pub fn measure_wall<E>(
+    spec: &LatencySpec,
+    batch: usize,
+    iteration: impl FnMut() -> Result<(), E>,
+) -> Result<Latency, E> {
+    measure(spec, batch, "", None, &mut WallTimer(iteration))
+}
+
+/// Tukey's fences on per-iteration samples: mild beyond 1.5 IQR, severe beyond 3 IQR.
+pub fn tukey(times_ms: &[f64]) -> Outliers {
+    let mut v = times_ms.to_vec();
+    v.sort_by(f64::total_cmp);
+    let (q1, q3) = (percentile(&v, 25.0), percentile(&v, 75.0));
+    let iqr = q3 - q1;
+    let mut o = Outliers::default();
+    for &t in &v {
+        if t < q1 - 3.0 * iqr {
+            o.low_severe += 1;
+        } else if t < q1 - 1.5 * iqr {
+            o.low_mild += 1;
+        } else if t > q3 + 3.0 * iqr {
+            o.high_severe += 1;
+        } else if t > q3 + 1.5 * iqr {
+            o.high_mild += 1;
+        }
+    }
+    o
 }
 
 /// Summarizes per-iteration latencies (ms) into a [`Latency`] block.
@@ -73,6 +305,8 @@ pub fn summarize(times_ms: &[f64], batch: usize, clock: &str) -> Latency {
         } else {
             0.0
         },
+        estimate: None,
+        outliers: None,
     }
 }
 
@@ -123,6 +357,7 @@ mod tests {
             warmup_ms: 0,
             measurement_ms: 1,
             samples: 25,
+            warmup_iterations: 3,
         };
         let mut calls = 0;
         let l = measure_wall::<()>(&spec, 1, || {
@@ -131,7 +366,12 @@ mod tests {
         })
         .unwrap();
         assert!(l.iterations >= 25);
-        assert_eq!(calls as u64, l.iterations + 1, "one warm-up call");
+        assert_eq!(
+            calls as u64,
+            l.iterations + 3,
+            "3 warm-up iterations, then the timed ones"
+        );
+        assert!(l.outliers.is_some());
     }
 
     #[test]
@@ -140,6 +380,7 @@ mod tests {
             warmup_ms: 0,
             measurement_ms: 1,
             samples: 5,
+            warmup_iterations: 0,
         };
         let mut calls = 0;
         let r = measure_wall(&spec, 1, || {
@@ -151,5 +392,53 @@ mod tests {
             }
         });
         assert_eq!(r.unwrap_err(), "boom");
+    }
+
+    #[test]
+    fn criterion_estimates_land_under_the_given_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LatencySpec {
+            warmup_ms: 20,
+            measurement_ms: 100,
+            samples: 10,
+            warmup_iterations: 0,
+        };
+        let mut timer = WallTimer(|| -> Result<(), ()> {
+            std::hint::black_box((0..200).sum::<u64>());
+            Ok(())
+        });
+        let out = CriterionOutput {
+            dir: dir.path(),
+            show: false,
+            html: false,
+        };
+        let l = measure(
+            &spec,
+            4,
+            "m/none/cpu/fp32/reference/b4",
+            Some(out),
+            &mut timer,
+        )
+        .unwrap();
+        let e = l.estimate.expect("criterion's estimate");
+        assert!(
+            e.mean_lower_ms <= e.mean_ms && e.mean_ms <= e.mean_upper_ms,
+            "{e:?}"
+        );
+        assert!((e.confidence_level - 0.95).abs() < 1e-9);
+        assert!(dir
+            .path()
+            .join("m_none_cpu_fp32_reference_b4/new/estimates.json")
+            .is_file());
+    }
+
+    #[test]
+    fn tukey_fences() {
+        let mut v: Vec<f64> = (0..100).map(|i| 1.0 + (i % 10) as f64 * 0.01).collect();
+        v.push(5.0);
+        v.push(1.2);
+        let o = tukey(&v);
+        assert_eq!(o.high_severe, 1);
+        assert_eq!(o.low_severe + o.low_mild, 0);
     }
 }

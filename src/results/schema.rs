@@ -182,6 +182,48 @@ pub struct Latency {
     pub inferences_per_s: f64,
     /// Samples per second (batch / mean).
     pub samples_per_s: f64,
+    /// criterion's estimate with its bootstrap confidence interval.
+    #[serde(default)]
+    pub estimate: Option<Estimate>,
+    /// Tukey outliers among the single-iteration samples.
+    #[serde(default)]
+    pub outliers: Option<Outliers>,
+}
+
+/// criterion's estimates of the time per iteration, with confidence intervals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    /// Mean, ms.
+    pub mean_ms: f64,
+    /// Lower bound of the mean's interval, ms.
+    pub mean_lower_ms: f64,
+    /// Upper bound of the mean's interval, ms.
+    pub mean_upper_ms: f64,
+    /// Median, ms.
+    pub median_ms: f64,
+    /// Lower bound of the median's interval, ms.
+    pub median_lower_ms: f64,
+    /// Upper bound of the median's interval, ms.
+    pub median_upper_ms: f64,
+    /// Standard deviation, ms.
+    pub std_dev_ms: f64,
+    /// Slope of the linear regression of time on iterations, ms (when criterion computes one).
+    pub slope_ms: Option<f64>,
+    /// Confidence level of the intervals (0.95).
+    pub confidence_level: f64,
+}
+
+/// Tukey's outlier classes among single-iteration samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outliers {
+    /// Below Q1 − 3 IQR.
+    pub low_severe: usize,
+    /// Below Q1 − 1.5 IQR.
+    pub low_mild: usize,
+    /// Above Q3 + 1.5 IQR.
+    pub high_mild: usize,
+    /// Above Q3 + 3 IQR.
+    pub high_severe: usize,
 }
 
 /// Accuracy of one cell against its reference outputs.
@@ -382,6 +424,8 @@ pub(crate) mod tests_support {
                 std_ms: 0.01,
                 inferences_per_s: 5000.0,
                 samples_per_s: 20000.0,
+                estimate: None,
+                outliers: None,
             }),
             accuracy: None,
             calibench: ToolInfo::current(),

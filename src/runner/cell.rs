@@ -33,6 +33,10 @@ pub struct CellContext<'a> {
     pub environment: Environment,
     /// Telemetry sampling period for GPU cells.
     pub telemetry_period: Option<std::time::Duration>,
+    /// Where criterion writes its estimates and HTML (`None`: criterion is not used).
+    pub criterion_dir: Option<std::path::PathBuf>,
+    /// Whether criterion also draws its HTML report.
+    pub criterion_html: bool,
 }
 
 fn error(phase: &str, message: impl Into<String>) -> CellError {
@@ -222,9 +226,22 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
         },
         _ => None,
     };
-    let measured = latency::measure_wall(&ctx.latency, cell.batch, || {
-        engine.infer(&latency_inputs).map(drop)
-    });
+    let criterion_out = ctx
+        .criterion_dir
+        .as_deref()
+        .map(|dir| latency::CriterionOutput {
+            dir,
+            show: false,
+            html: ctx.criterion_html,
+        });
+    let mut timer = latency::WallTimer(|| engine.infer(&latency_inputs).map(drop));
+    let measured = latency::measure(
+        &ctx.latency,
+        cell.batch,
+        &cell.key(),
+        criterion_out,
+        &mut timer,
+    );
     if let Some(s) = sampler {
         match s.stop() {
             Ok(t) => record.telemetry = Some(t),

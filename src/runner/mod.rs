@@ -52,6 +52,10 @@ pub struct RunOptions {
     pub gpus: Option<GpuInventory>,
     /// Telemetry sampling period for GPU cells (`None`: no sampling).
     pub telemetry_period: Option<std::time::Duration>,
+    /// Drive latency with criterion (estimates under `<run>/criterion/`).
+    pub criterion: bool,
+    /// Also let criterion draw its HTML report there.
+    pub criterion_html: bool,
 }
 
 /// A selected cell with its device resolved: the GPU it runs on, or why it is skipped.
@@ -204,6 +208,8 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
         latency: opts.latency,
         environment,
         telemetry_period: opts.telemetry_period,
+        criterion_dir: opts.criterion.then(|| run_dir.join("criterion")),
+        criterion_html: opts.criterion_html,
     };
     let mut backends: HashMap<BackendKind, Result<Box<dyn Backend>, String>> = HashMap::new();
     let mut eval_sets = EvalSets::new(opts.output_dir.join(".cache").join("reference"));

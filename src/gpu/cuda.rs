@@ -91,6 +91,98 @@ impl EventTimer {
     }
 }
 
+/// How the host waits for timed GPU work (trtexec's `--useSpinWait` is [`SyncMode::Spin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// Busy-wait on the end event: lowest wake-up latency, one CPU core busy.
+    #[default]
+    Spin,
+    /// Block the host thread until the event completes (yields the CPU).
+    Blocking,
+}
+
+/// GPU time of enqueued work from CUDA events: one timing-enabled event pair around all the
+/// iterations of a sample (no synchronize between iterations), which is GPU compute time as
+/// trtexec reports it. With a CUDA graph, the enqueue sequence is captured once and each
+/// iteration is one graph launch (trtexec's `--useCudaGraph`).
+pub struct CudaEventTimer<F> {
+    start: CudaEvent,
+    end: CudaEvent,
+    stream: Arc<CudaStream>,
+    enqueue: F,
+    graph: Option<cudarc::driver::CudaGraph>,
+}
+
+impl<F: FnMut() -> Result<(), GpuError>> CudaEventTimer<F> {
+    /// A timer for `enqueue` on a context's stream.
+    pub fn new(
+        ctx: &GpuContext,
+        sync: SyncMode,
+        use_graph: bool,
+        mut enqueue: F,
+    ) -> Result<Self, GpuError> {
+        let flags = match sync {
+            SyncMode::Spin => CUevent_flags::CU_EVENT_DEFAULT,
+            SyncMode::Blocking => CUevent_flags::CU_EVENT_BLOCKING_SYNC,
+        };
+        let start = ctx.ctx.new_event(Some(flags)).map_err(cuda_err)?;
+        let end = ctx.ctx.new_event(Some(flags)).map_err(cuda_err)?;
+        let graph = if use_graph {
+            use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+            ctx.stream
+                .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .map_err(cuda_err)?;
+            let captured = enqueue();
+            let graph = ctx
+                .stream
+                .end_capture(CUgraphInstantiate_flags(0))
+                .map_err(cuda_err)?;
+            captured?;
+            let graph = graph
+                .ok_or_else(|| GpuError::Cuda("the CUDA graph capture recorded no work".into()))?;
+            graph.upload().map_err(cuda_err)?;
+            Some(graph)
+        } else {
+            None
+        };
+        Ok(CudaEventTimer {
+            start,
+            end,
+            stream: ctx.stream.clone(),
+            enqueue,
+            graph,
+        })
+    }
+}
+
+impl<F: FnMut() -> Result<(), GpuError>> crate::measure::latency::IterationTimer
+    for CudaEventTimer<F>
+{
+    type Error = GpuError;
+
+    fn clock(&self) -> &'static str {
+        if self.graph.is_some() {
+            "cuda-event (graph)"
+        } else {
+            "cuda-event"
+        }
+    }
+
+    fn time(&mut self, iters: u64) -> Result<std::time::Duration, GpuError> {
+        self.start.record(&self.stream).map_err(cuda_err)?;
+        for _ in 0..iters {
+            match &self.graph {
+                Some(g) => g.launch().map_err(cuda_err)?,
+                None => (self.enqueue)()?,
+            }
+        }
+        self.end.record(&self.stream).map_err(cuda_err)?;
+        self.end.synchronize().map_err(cuda_err)?;
+        let ms = self.start.elapsed_ms(&self.end).map_err(cuda_err)?;
+        Ok(std::time::Duration::from_secs_f64(f64::from(ms) / 1e3))
+    }
+}
+
 /// A kernel that spins for a fixed number of SM clock cycles: a known amount of GPU time for
 /// checking timers and for loading a GPU while telemetry is sampled.
 pub struct SpinKernel {
@@ -152,6 +244,30 @@ mod tests {
     use super::*;
 
     /// Runs on a machine with a GPU; elsewhere it says why it skipped.
+    #[test]
+    fn cuda_event_timer_amortizes_over_iterations_and_captures_graphs() {
+        use crate::measure::latency::IterationTimer;
+        if !driver_present() || !nvrtc_present() {
+            eprintln!("skipped: no CUDA driver or nvrtc on this machine (the GPU tests run on the device machine)");
+            return;
+        }
+        let ctx = GpuContext::new(0).unwrap();
+        let spin = SpinKernel::new(&ctx).unwrap();
+        for graph in [false, true] {
+            let mut t =
+                CudaEventTimer::new(&ctx, SyncMode::Spin, graph, || spin.enqueue(200_000)).unwrap();
+            let one = t.time(1).unwrap().as_secs_f64();
+            let ten = t.time(10).unwrap().as_secs_f64();
+            assert!(
+                ten > 8.0 * one && ten < 12.0 * one,
+                "graph={graph}: {one} s vs {ten} s"
+            );
+        }
+        let mut blocking =
+            CudaEventTimer::new(&ctx, SyncMode::Blocking, false, || spin.enqueue(200_000)).unwrap();
+        assert!(blocking.time(3).unwrap().as_secs_f64() > 0.0);
+    }
+
     #[test]
     fn event_timer_measures_a_spin_kernel() {
         if !driver_present() || !nvrtc_present() {

@@ -49,6 +49,9 @@ pub enum Command {
     Merge(MergeArgs),
     /// Compare a run with a baseline run; exit 1 when a latency or accuracy gate fails.
     Compare(CompareArgs),
+    /// Manage the engine store.
+    #[command(subcommand)]
+    Store(StoreCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +78,22 @@ pub struct InspectArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Remove stored engines older than an age.
+    Gc(StoreGcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StoreGcArgs {
+    /// The store [default: reports/.cache/engines].
+    #[arg(long, value_name = "DIR", default_value = "reports/.cache/engines")]
+    pub store: PathBuf,
+    /// Remove engines last written longer ago than this: 30m, 12h, 7d, or 0 for all.
+    #[arg(long, value_name = "AGE", value_parser = calibench::runner::engine_store::parse_age)]
+    pub older_than: std::time::Duration,
 }
 
 /// Thresholds of the baseline gate.
@@ -358,6 +377,15 @@ pub struct RunArgs {
     /// confidence intervals).
     #[arg(long)]
     pub no_criterion: bool,
+
+    /// Engine store: built engines are kept there and reused by later runs
+    /// [default: <output>/.cache/engines].
+    #[arg(long, value_name = "DIR")]
+    pub engine_store: Option<PathBuf>,
+
+    /// Build every engine, without reading or writing the engine store.
+    #[arg(long, conflicts_with = "engine_store")]
+    pub no_engine_store: bool,
 
     /// Let criterion draw its HTML report per cell under <run>/criterion/ (seconds per cell).
     #[arg(long, conflicts_with = "no_criterion")]

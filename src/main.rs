@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Report(args) => commands::report::report(args),
         Command::Merge(args) => commands::report::merge(args),
         Command::Compare(args) => commands::report::compare(args),
+        Command::Store(cli::StoreCommand::Gc(args)) => commands::store::gc(args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

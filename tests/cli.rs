@@ -405,3 +405,74 @@ fn shipped_matrices_are_valid() {
         assert!(!cells.is_empty(), "{m}");
     }
 }
+
+#[test]
+fn rerun_builds_no_engine_and_gc_cleans_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let demo = repo().join("matrices/demo.toml");
+    let fast = [
+        "-q",
+        "--no-criterion",
+        "--warmup-ms",
+        "1",
+        "--measurement-ms",
+        "2",
+        "--samples",
+        "3",
+        "--only",
+        "model=digits-cnn",
+    ];
+    let run = |id: &str| {
+        let o = calibench()
+            .args(["run", "--run-id", id, "--output"])
+            .arg(&out)
+            .args(fast)
+            .arg(&demo)
+            .output()
+            .unwrap();
+        assert!(
+            matches!(o.status.code(), Some(0 | 1)),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let text = std::fs::read_to_string(out.join(id).join("results.jsonl")).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let first = run("first");
+    assert!(first.iter().all(|r| r["engine"]["cached"] == false));
+    // A damaged stored engine is rebuilt, not trusted.
+    let store = out.join(".cache/engines");
+    let engines: Vec<PathBuf> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(engines.len(), first.len());
+    std::fs::write(&engines[0], b"garbage").unwrap();
+    let second = run("second");
+    let cached = second
+        .iter()
+        .filter(|r| r["engine"]["cached"] == true)
+        .count();
+    assert_eq!(
+        cached,
+        second.len() - 1,
+        "every engine but the damaged one comes from the store"
+    );
+    for (a, b) in first.iter().zip(&second) {
+        assert_eq!(a["status"], b["status"]);
+        assert_eq!(
+            a["accuracy"]["outputs"][0]["top1_accuracy"],
+            b["accuracy"]["outputs"][0]["top1_accuracy"]
+        );
+    }
+    let o = calibench()
+        .args(["store", "gc", "--older-than", "0", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(std::fs::read_dir(&store).unwrap().count(), 0);
+}

@@ -52,6 +52,7 @@ fn options(dir: &Path, gpus: GpuInventory) -> RunOptions {
         telemetry_period: None,
         criterion: false,
         criterion_html: false,
+        engine_store: None,
     }
 }
 

@@ -48,6 +48,24 @@ pub trait Backend: Send {
     fn kind(&self) -> BackendKind;
     /// Builds the engine of one cell.
     fn build(&self, request: &BuildRequest<'_>) -> Result<Box<dyn Engine>, BackendError>;
+    /// The backend's version, part of the engine-store key (an upgrade never reuses engines).
+    fn version(&self) -> String {
+        format!("{}/calibench-{}", self.kind(), env!("CARGO_PKG_VERSION"))
+    }
+    /// Loads an engine that [`Engine::serialize`] wrote; `origin` names the file in errors.
+    fn load(
+        &self,
+        request: &BuildRequest<'_>,
+        bytes: &[u8],
+        origin: &Path,
+    ) -> Result<Box<dyn Engine>, BackendError> {
+        let _ = (request, bytes);
+        Err(BackendError::Build(format!(
+            "{}: the {} backend cannot load stored engines",
+            origin.display(),
+            self.kind()
+        )))
+    }
 }
 
 /// A built engine: takes inputs, gives outputs.
@@ -61,6 +79,10 @@ pub trait Engine {
     /// How many layers run at each precision (`int8`, `fp16`, `fp32`), where known.
     fn layer_precisions(&self) -> BTreeMap<String, usize> {
         BTreeMap::new()
+    }
+    /// The engine as bytes for the engine store (`None`: this engine is not stored).
+    fn serialize(&self) -> Option<Vec<u8>> {
+        None
     }
 }
 

@@ -27,7 +27,8 @@ pub struct ReferenceEngine {
     inputs: Vec<TensorSpec>,
     input_types: Vec<DatumType>,
     outputs: Vec<String>,
-    precision_plan: PrecisionPlan,
+    layer_counts: BTreeMap<String, usize>,
+    model_bytes: Vec<u8>,
 }
 
 impl ReferenceEngine {
@@ -84,13 +85,32 @@ impl ReferenceEngine {
             inputs,
             input_types,
             outputs,
-            precision_plan,
+            layer_counts: precision_plan.layer_counts(),
+            model_bytes: model.to_bytes(),
         })
     }
 
-    /// The precision plan the engine was built with.
-    pub fn precision_plan(&self) -> &PrecisionPlan {
-        &self.precision_plan
+    /// Loads an engine written by [`Engine::serialize`]: the rewritten model is compiled again
+    /// (tract plans are not serializable), but no precision planning or rewriting is redone.
+    pub fn deserialize(
+        bytes: &[u8],
+        origin: &std::path::Path,
+        batch: usize,
+    ) -> Result<ReferenceEngine, BackendError> {
+        let bad = |why: &str| {
+            BackendError::Build(format!("{}: not a calibench reference engine ({why})\nfix: delete it; it is rebuilt on the next run", origin.display()))
+        };
+        let newline = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| bad("no header"))?;
+        let counts: BTreeMap<String, usize> =
+            serde_json::from_slice(&bytes[..newline]).map_err(|_| bad("bad header"))?;
+        let model = OnnxModel::from_bytes(origin, &bytes[newline + 1..])
+            .map_err(|e| BackendError::Build(e.to_string()))?;
+        let mut engine = ReferenceEngine::compile(&model, batch, PrecisionPlan::default())?;
+        engine.layer_counts = counts;
+        Ok(engine)
     }
 }
 
@@ -204,6 +224,26 @@ impl Backend for ReferenceBackend {
             plan,
         )?))
     }
+
+    fn version(&self) -> String {
+        format!(
+            "reference/tract-onnx-0.23/calibench-{}",
+            env!("CARGO_PKG_VERSION")
+        )
+    }
+
+    fn load(
+        &self,
+        request: &BuildRequest<'_>,
+        bytes: &[u8],
+        origin: &std::path::Path,
+    ) -> Result<Box<dyn Engine>, BackendError> {
+        Ok(Box::new(ReferenceEngine::deserialize(
+            bytes,
+            origin,
+            request.cell.batch,
+        )?))
+    }
 }
 
 impl Engine for ReferenceEngine {
@@ -265,7 +305,14 @@ impl Engine for ReferenceEngine {
     }
 
     fn layer_precisions(&self) -> BTreeMap<String, usize> {
-        self.precision_plan.layer_counts()
+        self.layer_counts.clone()
+    }
+
+    fn serialize(&self) -> Option<Vec<u8>> {
+        let mut out = serde_json::to_vec(&self.layer_counts).ok()?;
+        out.push(b'\n');
+        out.extend_from_slice(&self.model_bytes);
+        Some(out)
     }
 }
 

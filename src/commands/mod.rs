@@ -7,6 +7,7 @@ pub mod gpus;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod store;
 
 /// How a command ended, mapped to the process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -34,6 +34,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
         gpus: None,
         criterion: !args.no_criterion,
         criterion_html: args.criterion_html,
+        engine_store: (!args.no_engine_store).then(|| {
+            args.engine_store
+                .clone()
+                .unwrap_or_else(|| args.output.join(".cache").join("engines"))
+        }),
         telemetry_period: (args.telemetry_ms > 0)
             .then(|| std::time::Duration::from_millis(args.telemetry_ms)),
     };

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 
+use super::engine_store::{EngineKey, EngineStore};
 use super::eval::{run_dataset, EvalSet};
 use crate::backend::{Backend, BackendError, BuildRequest};
 use crate::gpu::nvml::GpuInfo;
@@ -37,6 +38,8 @@ pub struct CellContext<'a> {
     pub criterion_dir: Option<std::path::PathBuf>,
     /// Whether criterion also draws its HTML report.
     pub criterion_html: bool,
+    /// The engine store, if used.
+    pub engine_store: Option<EngineStore>,
 }
 
 fn error(phase: &str, message: impl Into<String>) -> CellError {
@@ -170,7 +173,28 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
         cache_path: cache.as_ref().map(|c| Path::new(c.path.as_str())),
     };
     let build_start = Instant::now();
-    let mut engine = match backend.build(&request) {
+    let backend_version = backend.version();
+    let key = EngineKey {
+        cell,
+        model_sha256: &model.sha256,
+        cache_sha256: cache.as_ref().map(|c| c.sha256.as_str()),
+        backend_version: &backend_version,
+        device: input.gpu.map_or("cpu", |g| g.uuid.as_str()),
+    };
+    let stored = ctx
+        .engine_store
+        .as_ref()
+        .and_then(|s| s.get(&key))
+        .and_then(|(path, bytes)| {
+            backend
+                .load(&request, &bytes, &path)
+                .map_err(|e| {
+                    tracing::warn!("{}: stored engine unusable, rebuilding: {e}", cell.key())
+                })
+                .ok()
+        });
+    let cached = stored.is_some();
+    let mut engine = match stored.map(Ok).unwrap_or_else(|| backend.build(&request)) {
         Ok(e) => e,
         Err(e) => {
             return fail(
@@ -179,11 +203,20 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
             )
         }
     };
+    if let (false, Some(store), Some(bytes)) = (cached, &ctx.engine_store, engine.serialize()) {
+        if let Err(e) = store.put(&key, &bytes) {
+            tracing::warn!(
+                "cannot store the engine of {} in {}: {e}",
+                cell.key(),
+                store.dir().display()
+            );
+        }
+    }
     let mut record = ctx.record(cell, started, Status::Ok, None);
     record.gpu = input.gpu.cloned();
     record.engine = Some(EngineInfo {
         build_s: build_start.elapsed().as_secs_f64(),
-        cached: false,
+        cached,
         layer_precisions: engine.layer_precisions(),
     });
 

@@ -2,6 +2,7 @@
 //! finished cell, resumes interrupted runs and shows progress.
 
 mod cell;
+pub mod engine_store;
 pub mod eval;
 mod progress;
 
@@ -56,6 +57,8 @@ pub struct RunOptions {
     pub criterion: bool,
     /// Also let criterion draw its HTML report there.
     pub criterion_html: bool,
+    /// Where built engines are kept and looked up (`None`: always build).
+    pub engine_store: Option<PathBuf>,
 }
 
 /// A selected cell with its device resolved: the GPU it runs on, or why it is skipped.
@@ -210,6 +213,10 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
         telemetry_period: opts.telemetry_period,
         criterion_dir: opts.criterion.then(|| run_dir.join("criterion")),
         criterion_html: opts.criterion_html,
+        engine_store: opts
+            .engine_store
+            .clone()
+            .map(engine_store::EngineStore::new),
     };
     let mut backends: HashMap<BackendKind, Result<Box<dyn Backend>, String>> = HashMap::new();
     let mut eval_sets = EvalSets::new(opts.output_dir.join(".cache").join("reference"));

@@ -3,6 +3,7 @@
 
 pub mod mock;
 pub mod reference;
+pub mod tensorrt;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -93,11 +93,10 @@ pub fn parse_line(line: &str) -> LogLine {
             rest = &rest[i + 2..];
         }
     }
-    loop {
-        let Some(stripped) = rest.strip_prefix('[') else {
-            break;
-        };
-        let Some(end) = stripped.find(']') else { break };
+    while let Some((stripped, end)) = rest
+        .strip_prefix('[')
+        .and_then(|s| s.find(']').map(|e| (s, e)))
+    {
         let tag = &stripped[..end];
         let tag_severity = match tag {
             "W" | "WARNING" => Some(Severity::Warning),

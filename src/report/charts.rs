@@ -1,6 +1,7 @@
 //! Charts as inline SVG (plotters' SVG backend; text is escaped by plotters): latency by
 //! precision per target, accuracy change against speed-up, and latency percentile ladders.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::portability::CellSummary;
@@ -35,6 +36,66 @@ fn finish(svg: String, ok: Result<(), String>) -> String {
             tera::escape_html(&e)
         ),
     }
+}
+
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+type Drawn = Result<(), Box<dyn std::error::Error>>;
+
+/// A chart's frame: caption, axes and their labels.
+struct Frame<'a> {
+    caption: String,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    /// Names of the integer x positions (a categorical axis), if any.
+    categories: Option<&'a [&'a str]>,
+    x_desc: &'a str,
+    y_desc: &'a str,
+}
+
+/// Draws a frame, lets `draw` add the series, adds the legend when `draw` says there are
+/// labelled series, and returns the SVG (or a note saying why there is none).
+fn render(
+    frame: Frame<'_>,
+    draw: impl FnOnce(&mut Chart<'_, '_>) -> Result<bool, Box<dyn std::error::Error>>,
+) -> String {
+    let mut svg = String::new();
+    let drawn = (|| -> Drawn {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&frame.caption, ("sans-serif", 15))
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(frame.x.clone(), frame.y.clone())?;
+        let category = |x: &f64| {
+            frame
+                .categories
+                .and_then(|c| c.get(x.round() as usize))
+                .filter(|_| (x - x.round()).abs() < 1e-6)
+                .map_or(String::new(), |s| s.to_string())
+        };
+        let mut mesh = chart.configure_mesh();
+        if let Some(c) = frame.categories {
+            mesh.x_labels(c.len()).x_label_formatter(&category);
+        }
+        if !frame.x_desc.is_empty() {
+            mesh.x_desc(frame.x_desc);
+        }
+        mesh.y_desc(frame.y_desc).draw()?;
+        if draw(&mut chart)? {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 11))
+                .draw()?;
+        }
+        root.present()?;
+        Ok(())
+    })()
+    .map_err(|e| e.to_string());
+    finish(svg, drawn)
 }
 
 /// Median latency (ms) at each precision, one line per model × cache × target (batch = the
@@ -87,31 +148,15 @@ pub fn latency_by_precision(cells: &[CellSummary]) -> String {
         .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
         .fold(0.0, f64::max)
         * 1.15;
-    let mut svg = String::new();
-    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("median latency by precision (batch {min_batch})"),
-                ("sans-serif", 15),
-            )
-            .margin(10)
-            .x_label_area_size(28)
-            .y_label_area_size(56)
-            .build_cartesian_2d(-0.3f64..3.3f64, 0f64..ymax.max(1e-6))?;
-        chart
-            .configure_mesh()
-            .x_labels(4)
-            .x_label_formatter(&|x| {
-                PRECISIONS
-                    .get(x.round() as usize)
-                    .filter(|_| (x - x.round()).abs() < 1e-6)
-                    .unwrap_or(&"")
-                    .to_string()
-            })
-            .y_desc("ms")
-            .draw()?;
+    let frame = Frame {
+        caption: format!("median latency by precision (batch {min_batch})"),
+        x: -0.3..3.3,
+        y: 0.0..ymax.max(1e-6),
+        categories: Some(&PRECISIONS),
+        x_desc: "",
+        y_desc: "ms",
+    };
+    render(frame, |chart| {
         for (i, (label, points)) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             chart
@@ -121,19 +166,8 @@ pub fn latency_by_precision(cells: &[CellSummary]) -> String {
                     PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
                 });
         }
-        if !series.is_empty() {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 11))
-                .draw()?;
-        }
-        root.present()?;
-        Ok(())
-    })()
-    .map_err(|e| e.to_string());
-    finish(svg, drawn)
+        Ok(!series.is_empty())
+    })
 }
 
 /// Top-1 change against fp32 (points) against speed-up over fp16, one point per int8/best cell.
@@ -166,24 +200,15 @@ pub fn accuracy_vs_speedup(cells: &[CellSummary]) -> String {
     } else {
         (ymin.min(0.0) - 0.5, ymax.max(0.0) + 0.5)
     };
-    let mut svg = String::new();
-    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "accuracy change vs speed-up (int8/best cells)",
-                ("sans-serif", 15),
-            )
-            .margin(10)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(xmin..xmax, ymin..ymax)?;
-        chart
-            .configure_mesh()
-            .x_desc("speed-up over fp16 (×)")
-            .y_desc("top-1 vs fp32 (points)")
-            .draw()?;
+    let frame = Frame {
+        caption: "accuracy change vs speed-up (int8/best cells)".into(),
+        x: xmin..xmax,
+        y: ymin..ymax,
+        categories: None,
+        x_desc: "speed-up over fp16 (×)",
+        y_desc: "top-1 vs fp32 (points)",
+    };
+    render(frame, |chart| {
         chart.draw_series(LineSeries::new(
             vec![(xmin, 0.0), (xmax, 0.0)],
             BLACK.mix(0.4),
@@ -204,19 +229,8 @@ pub fn accuracy_vs_speedup(cells: &[CellSummary]) -> String {
                 .label(short(t, 40))
                 .legend(move |(x, y)| Circle::new((x + 6, y), 4, color.filled()));
         }
-        if !targets.is_empty() {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 11))
-                .draw()?;
-        }
-        root.present()?;
-        Ok(())
-    })()
-    .map_err(|e| e.to_string());
-    finish(svg, drawn)
+        Ok(!targets.is_empty())
+    })
 }
 
 /// Latency percentile ladders (min, p50, p90, p95, p99, max) of up to eight cells.
@@ -228,28 +242,15 @@ pub fn latency_distribution(cells: &[CellSummary]) -> String {
         .collect();
     let ymax = ladders.iter().map(|(_, l)| l[4]).fold(0.0, f64::max) * 1.2;
     let labels = ["min", "p50", "p90", "p95", "p99"];
-    let mut svg = String::new();
-    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("latency distribution (percentiles)", ("sans-serif", 15))
-            .margin(10)
-            .x_label_area_size(28)
-            .y_label_area_size(56)
-            .build_cartesian_2d(-0.2f64..4.2f64, 0f64..ymax.max(1e-6))?;
-        chart
-            .configure_mesh()
-            .x_labels(5)
-            .x_label_formatter(&|x| {
-                labels
-                    .get(x.round() as usize)
-                    .filter(|_| (x - x.round()).abs() < 1e-6)
-                    .unwrap_or(&"")
-                    .to_string()
-            })
-            .y_desc("ms")
-            .draw()?;
+    let frame = Frame {
+        caption: "latency distribution (percentiles)".into(),
+        x: -0.2..4.2,
+        y: 0.0..ymax.max(1e-6),
+        categories: Some(&labels),
+        x_desc: "",
+        y_desc: "ms",
+    };
+    render(frame, |chart| {
         for (i, (c, l)) in ladders.iter().enumerate() {
             let color = PALETTE[i];
             let pts: Vec<(f64, f64)> = l[..5]
@@ -267,17 +268,6 @@ pub fn latency_distribution(cells: &[CellSummary]) -> String {
                     PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
                 });
         }
-        if !ladders.is_empty() {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 11))
-                .draw()?;
-        }
-        root.present()?;
-        Ok(())
-    })()
-    .map_err(|e| e.to_string());
-    finish(svg, drawn)
+        Ok(!ladders.is_empty())
+    })
 }

@@ -10,7 +10,7 @@
 //! it, any threshold below an isolated outlier would have an infinite divergence and rare
 //! outliers could never be clipped.
 
-use super::{max_abs, AbsHistogram, RangeMethod, HISTOGRAM_BINS};
+use super::{RangeMethod, TwoPass, HISTOGRAM_BINS};
 
 /// Quantized levels of int8's positive half.
 pub const LEVELS: usize = 128;
@@ -18,8 +18,7 @@ pub const LEVELS: usize = 128;
 /// Entropy (KL-divergence) calibration of one tensor.
 #[derive(Debug, Default)]
 pub struct Entropy {
-    amax: f32,
-    histogram: Option<AbsHistogram>,
+    data: TwoPass,
 }
 
 impl RangeMethod for Entropy {
@@ -28,22 +27,16 @@ impl RangeMethod for Entropy {
     }
 
     fn observe(&mut self, pass: usize, values: &[f32]) {
-        if pass == 0 {
-            self.amax = self.amax.max(max_abs(values));
-        } else {
-            self.histogram
-                .get_or_insert_with(|| AbsHistogram::new(self.amax))
-                .add(values);
-        }
+        self.data.observe(pass, values);
     }
 
     fn amax(&self) -> f32 {
-        match &self.histogram {
-            Some(h) if self.amax > 0.0 => {
+        match &self.data.histogram {
+            Some(h) if self.data.amax > 0.0 => {
                 let i = best_threshold_bin(&h.bins);
-                ((i as f32 + 0.5) * h.bin_width()).min(self.amax)
+                ((i as f32 + 0.5) * h.bin_width()).min(self.data.amax)
             }
-            _ => self.amax,
+            _ => self.data.amax,
         }
     }
 }

@@ -152,6 +152,27 @@ pub(crate) fn max_abs(values: &[f32]) -> f32 {
         .fold(0f32, |m, v| m.max(v.abs()))
 }
 
+/// The two passes entropy and percentile share: the largest |x| first, then a histogram of
+/// |x| over [0, that max].
+#[derive(Debug, Default)]
+pub(crate) struct TwoPass {
+    pub amax: f32,
+    pub histogram: Option<AbsHistogram>,
+}
+
+impl TwoPass {
+    pub fn observe(&mut self, pass: usize, values: &[f32]) {
+        if pass == 0 {
+            self.amax = self.amax.max(max_abs(values));
+        } else {
+            let amax = self.amax;
+            self.histogram
+                .get_or_insert_with(|| AbsHistogram::new(amax))
+                .add(values);
+        }
+    }
+}
+
 /// A histogram of |x| over [0, range] in [`HISTOGRAM_BINS`] bins (values at or beyond the
 /// range fall in the last bin).
 #[derive(Debug, Clone)]

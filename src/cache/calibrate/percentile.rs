@@ -1,14 +1,13 @@
 //! Percentile calibration: the P-th percentile of |x|, read off a 2048-bin histogram (what
 //! TensorRT's legacy calibrator starts from). Clips the rarest outliers.
 
-use super::{max_abs, AbsHistogram, RangeMethod};
+use super::{RangeMethod, TwoPass};
 
 /// Percentile of |x| from a histogram built in a second pass.
 #[derive(Debug)]
 pub struct Percentile {
     percentile: f64,
-    amax: f32,
-    histogram: Option<AbsHistogram>,
+    data: TwoPass,
 }
 
 impl Percentile {
@@ -16,8 +15,7 @@ impl Percentile {
     pub fn new(percentile: f64) -> Percentile {
         Percentile {
             percentile,
-            amax: 0.0,
-            histogram: None,
+            data: TwoPass::default(),
         }
     }
 }
@@ -28,32 +26,27 @@ impl RangeMethod for Percentile {
     }
 
     fn observe(&mut self, pass: usize, values: &[f32]) {
-        if pass == 0 {
-            self.amax = self.amax.max(max_abs(values));
-        } else {
-            self.histogram
-                .get_or_insert_with(|| AbsHistogram::new(self.amax))
-                .add(values);
-        }
+        self.data.observe(pass, values);
     }
 
     fn amax(&self) -> f32 {
-        let Some(h) = &self.histogram else {
-            return self.amax;
+        let amax = self.data.amax;
+        let Some(h) = &self.data.histogram else {
+            return amax;
         };
         let total: u64 = h.bins.iter().sum();
         if total == 0 {
-            return self.amax;
+            return amax;
         }
         let target = (self.percentile / 100.0 * total as f64).ceil() as u64;
         let mut seen = 0;
         for (i, &n) in h.bins.iter().enumerate() {
             seen += n;
             if seen >= target {
-                return ((i + 1) as f32 * h.bin_width()).min(self.amax);
+                return ((i + 1) as f32 * h.bin_width()).min(amax);
             }
         }
-        self.amax
+        amax
     }
 }
 

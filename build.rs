@@ -42,4 +42,62 @@ fn main() {
         }
     }
     println!("cargo:rerun-if-changed=build.rs");
+    #[cfg(feature = "tensorrt")]
+    tensorrt::compile_shim();
+}
+
+/// The TensorRT shim (cargo feature `tensorrt`): compiled against the user's headers.
+#[cfg(feature = "tensorrt")]
+mod tensorrt {
+    use std::path::PathBuf;
+
+    fn fail(message: &str) -> ! {
+        panic!(
+            "\n\ncalibench's `tensorrt` feature: {message}\n\
+             Set TENSORRT_ROOT (a TensorRT install with include/NvInfer.h and include/NvOnnxParser.h) or \
+             TENSORRT_INCLUDE_DIR, and CUDA_INCLUDE_DIR (the folder(s) with cuda_runtime_api.h and crt/host_defines.h, \
+             ':'-separated), e.g.\n  TENSORRT_ROOT=/opt/TensorRT-10.14.1 CUDA_INCLUDE_DIR=/usr/local/cuda/include cargo build --release --features tensorrt\n\n"
+        )
+    }
+
+    pub fn compile_shim() {
+        for var in ["TENSORRT_ROOT", "TENSORRT_INCLUDE_DIR", "CUDA_INCLUDE_DIR"] {
+            println!("cargo:rerun-if-env-changed={var}");
+        }
+        println!("cargo:rerun-if-changed=src/backend/tensorrt/shim/calibench_trt.cpp");
+        println!("cargo:rerun-if-changed=src/backend/tensorrt/shim/calibench_trt.h");
+        let trt_include = std::env::var_os("TENSORRT_INCLUDE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("TENSORRT_ROOT").map(|r| PathBuf::from(r).join("include")))
+            .unwrap_or_else(|| fail("TENSORRT_ROOT or TENSORRT_INCLUDE_DIR is not set"));
+        for header in ["NvInfer.h", "NvOnnxParser.h"] {
+            if !trt_include.join(header).is_file() {
+                fail(&format!("{} has no {header}", trt_include.display()));
+            }
+        }
+        let cuda = std::env::var("CUDA_INCLUDE_DIR")
+            .unwrap_or_else(|_| fail("CUDA_INCLUDE_DIR is not set"));
+        let cuda: Vec<PathBuf> = cuda
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if !cuda.iter().any(|d| d.join("cuda_runtime_api.h").is_file()) {
+            fail("no cuda_runtime_api.h in CUDA_INCLUDE_DIR");
+        }
+        let mut build = cc::Build::new();
+        build
+            .cpp(true)
+            .std("c++17")
+            .file("src/backend/tensorrt/shim/calibench_trt.cpp")
+            .include("src/backend/tensorrt/shim")
+            .include(&trt_include)
+            .flag_if_supported("-Wno-deprecated-declarations")
+            .warnings(false);
+        for d in &cuda {
+            build.include(d);
+        }
+        build.compile("calibench_trt");
+        println!("cargo:rustc-link-lib=dl");
+    }
 }

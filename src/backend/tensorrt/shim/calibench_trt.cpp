@@ -1,0 +1,327 @@
+// calibench's TensorRT shim: the C interface of calibench_trt.h over TensorRT's C++ API.
+//
+// TensorRT is not linked: its factory entry points (createInferBuilder_INTERNAL,
+// createInferRuntime_INTERNAL, createNvOnnxParser_INTERNAL, getInferLibVersion) are looked up
+// with dlsym in libraries opened with dlopen. Implicit calibration (the INT8/FP16 builder flags
+// and IInt8EntropyCalibrator2) exists only for NV_TENSORRT_MAJOR < 11; on TensorRT 11 every
+// network is strongly typed and precision comes from the model (a Q/DQ rewrite for int8).
+
+#include "calibench_trt.h"
+
+#include <NvInfer.h>
+#include <NvOnnxParser.h>
+
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+
+namespace {
+
+void set_error(char* err, size_t err_len, const std::string& message) {
+    if (err == nullptr || err_len == 0) {
+        return;
+    }
+    std::snprintf(err, err_len, "%s", message.c_str());
+}
+
+using CreateFn = void* (*)(void*, int32_t);
+using CreateParserFn = void* (*)(void*, void*, int);
+using VersionFn = int32_t (*)();
+
+// Forwards every TensorRT log line to calibench.
+class ForwardingLogger : public nvinfer1::ILogger {
+public:
+    ForwardingLogger(calibench_trt_log_fn fn, void* user) : fn_(fn), user_(user) {}
+    void log(Severity severity, const char* msg) noexcept override {
+        if (fn_ != nullptr) {
+            fn_(user_, static_cast<int32_t>(severity), msg);
+        }
+    }
+
+private:
+    calibench_trt_log_fn fn_;
+    void* user_;
+};
+
+#if NV_TENSORRT_MAJOR < 11
+// Serves an existing calibration cache and never asks for data, as trtexec --calib does.
+class CacheCalibrator : public nvinfer1::IInt8EntropyCalibrator2 {
+public:
+    CacheCalibrator(const uint8_t* cache, size_t len) : cache_(cache), len_(len) {}
+    int32_t getBatchSize() const noexcept override { return 1; }
+    bool getBatch(void* /*bindings*/[], const char* /*names*/[], int32_t /*nbBindings*/) noexcept override { return false; }
+    const void* readCalibrationCache(std::size_t& length) noexcept override {
+        length = len_;
+        return len_ > 0 ? cache_ : nullptr;
+    }
+    void writeCalibrationCache(const void* /*ptr*/, std::size_t /*length*/) noexcept override {}
+
+private:
+    const uint8_t* cache_;
+    size_t len_;
+};
+#endif
+
+template <typename T>
+struct Deleter {
+    void operator()(T* p) const noexcept { delete p; }
+};
+template <typename T>
+using Owned = std::unique_ptr<T, Deleter<T>>;
+
+nvinfer1::Dims to_dims(const CalibenchTrtShape& s) {
+    nvinfer1::Dims d{};
+    d.nbDims = s.nb_dims;
+    for (int32_t i = 0; i < s.nb_dims && i < nvinfer1::Dims::MAX_DIMS; ++i) {
+        d.d[i] = s.dims[i];
+    }
+    return d;
+}
+
+}  // namespace
+
+struct CalibenchTrt {
+    void* nvinfer = nullptr;
+    void* parser = nullptr;
+    CreateFn create_builder = nullptr;
+    CreateFn create_runtime = nullptr;
+    CreateParserFn create_parser = nullptr;
+    VersionFn library_version = nullptr;
+    ForwardingLogger logger;
+    CalibenchTrt(calibench_trt_log_fn fn, void* user) : logger(fn, user) {}
+    ~CalibenchTrt() {
+        if (parser != nullptr) dlclose(parser);
+        if (nvinfer != nullptr) dlclose(nvinfer);
+    }
+};
+
+struct CalibenchTrtEngine {
+    Owned<nvinfer1::IRuntime> runtime;
+    Owned<nvinfer1::ICudaEngine> engine;
+    Owned<nvinfer1::IExecutionContext> context;
+};
+
+extern "C" {
+
+int32_t calibench_trt_header_version(void) { return NV_TENSORRT_VERSION; }
+
+CalibenchTrt* calibench_trt_open(const char* nvinfer, const char* onnxparser, calibench_trt_log_fn log, void* log_user,
+                                 char* err, size_t err_len) {
+    std::unique_ptr<CalibenchTrt> trt(new (std::nothrow) CalibenchTrt(log, log_user));
+    if (!trt) {
+        set_error(err, err_len, "out of memory");
+        return nullptr;
+    }
+    trt->nvinfer = dlopen(nvinfer, RTLD_NOW | RTLD_LOCAL);
+    if (trt->nvinfer == nullptr) {
+        set_error(err, err_len, std::string("cannot open ") + nvinfer + ": " + dlerror());
+        return nullptr;
+    }
+    trt->parser = dlopen(onnxparser, RTLD_NOW | RTLD_LOCAL);
+    if (trt->parser == nullptr) {
+        set_error(err, err_len, std::string("cannot open ") + onnxparser + ": " + dlerror());
+        return nullptr;
+    }
+    trt->create_builder = reinterpret_cast<CreateFn>(dlsym(trt->nvinfer, "createInferBuilder_INTERNAL"));
+    trt->create_runtime = reinterpret_cast<CreateFn>(dlsym(trt->nvinfer, "createInferRuntime_INTERNAL"));
+    trt->library_version = reinterpret_cast<VersionFn>(dlsym(trt->nvinfer, "getInferLibVersion"));
+    trt->create_parser = reinterpret_cast<CreateParserFn>(dlsym(trt->parser, "createNvOnnxParser_INTERNAL"));
+    if (!trt->create_builder || !trt->create_runtime || !trt->library_version || !trt->create_parser) {
+        set_error(err, err_len, "a TensorRT entry point is missing (createInferBuilder_INTERNAL, createInferRuntime_INTERNAL, "
+                                "getInferLibVersion or createNvOnnxParser_INTERNAL): not a TensorRT library");
+        return nullptr;
+    }
+    const int32_t version = trt->library_version();
+    // The major version is the leading digits: 101401 -> 10 (TensorRT >= 10), 8601 -> 8.
+    const int32_t major = version >= 10000 ? version / 10000 : version / 1000;
+    if (major != NV_TENSORRT_MAJOR) {
+        set_error(err, err_len, std::string("the TensorRT library is version ") + std::to_string(version) +
+                                    " but calibench was built with TensorRT " + std::to_string(NV_TENSORRT_MAJOR) +
+                                    " headers: rebuild calibench against this TensorRT (TENSORRT_ROOT)");
+        return nullptr;
+    }
+    return trt.release();
+}
+
+void calibench_trt_close(CalibenchTrt* trt) { delete trt; }
+
+int32_t calibench_trt_library_version(const CalibenchTrt* trt) { return trt->library_version(); }
+
+int32_t calibench_trt_build(CalibenchTrt* trt, const uint8_t* onnx, size_t onnx_len, const CalibenchTrtBuildOptions* options,
+                            calibench_trt_bytes_fn on_engine, void* engine_user, char* err, size_t err_len) {
+    try {
+        Owned<nvinfer1::IBuilder> builder(
+            static_cast<nvinfer1::IBuilder*>(trt->create_builder(&trt->logger, NV_TENSORRT_VERSION)));
+        if (!builder) {
+            set_error(err, err_len, "createInferBuilder failed (is a CUDA device available?)");
+            return 1;
+        }
+        uint32_t flags = 0;
+#if NV_TENSORRT_MAJOR < 11
+        if (options->strongly_typed) {
+            flags |= 1U << static_cast<uint32_t>(nvinfer1::NetworkDefinitionCreationFlag::kSTRONGLY_TYPED);
+        }
+#endif
+        Owned<nvinfer1::INetworkDefinition> network(builder->createNetworkV2(flags));
+        Owned<nvonnxparser::IParser> parser(
+            static_cast<nvonnxparser::IParser*>(trt->create_parser(network.get(), &trt->logger, NV_ONNX_PARSER_VERSION)));
+        if (!network || !parser) {
+            set_error(err, err_len, "cannot create the network or the ONNX parser");
+            return 1;
+        }
+        if (!parser->parse(onnx, onnx_len)) {
+            std::string message = "the ONNX parser failed:";
+            for (int32_t i = 0; i < parser->getNbErrors(); ++i) {
+                const nvonnxparser::IParserError* e = parser->getError(i);
+                message += std::string("\n  node ") + std::to_string(e->node()) + " (" + e->nodeName() + ", " +
+                           e->nodeOperator() + "): " + e->desc();
+            }
+            set_error(err, err_len, message);
+            return 2;
+        }
+        Owned<nvinfer1::IBuilderConfig> config(builder->createBuilderConfig());
+        if (options->workspace_bytes > 0) {
+            config->setMemoryPoolLimit(nvinfer1::MemoryPoolType::kWORKSPACE, options->workspace_bytes);
+        }
+        if (options->detailed_profiling) {
+            config->setProfilingVerbosity(nvinfer1::ProfilingVerbosity::kDETAILED);
+        }
+        if (options->nb_shapes > 0) {
+            nvinfer1::IOptimizationProfile* profile = builder->createOptimizationProfile();
+            for (size_t i = 0; i < options->nb_shapes; ++i) {
+                const nvinfer1::Dims d = to_dims(options->shapes[i]);
+                profile->setDimensions(options->shapes[i].name, nvinfer1::OptProfileSelector::kMIN, d);
+                profile->setDimensions(options->shapes[i].name, nvinfer1::OptProfileSelector::kOPT, d);
+                profile->setDimensions(options->shapes[i].name, nvinfer1::OptProfileSelector::kMAX, d);
+            }
+            config->addOptimizationProfile(profile);
+        }
+#if NV_TENSORRT_MAJOR < 11
+        std::unique_ptr<CacheCalibrator> calibrator;
+        if (options->fp16) {
+            config->setFlag(nvinfer1::BuilderFlag::kFP16);
+        }
+        if (options->int8) {
+            config->setFlag(nvinfer1::BuilderFlag::kINT8);
+            if (options->cache != nullptr && options->cache_len > 0) {
+                calibrator.reset(new CacheCalibrator(options->cache, options->cache_len));
+                config->setInt8Calibrator(calibrator.get());
+            }
+        }
+#else
+        if (options->fp16 || options->int8 || options->cache != nullptr) {
+            set_error(err, err_len, "TensorRT 11 has no INT8/FP16 builder flags or calibrators: give a Q/DQ model "
+                                    "(calibench cache to-qdq) or an fp16-cast model instead");
+            return 3;
+        }
+#endif
+        Owned<nvinfer1::IHostMemory> plan(builder->buildSerializedNetwork(*network, *config));
+        if (!plan || plan->size() == 0) {
+            set_error(err, err_len, "TensorRT could not build the engine (see the TensorRT log lines recorded with the cell)");
+            return 4;
+        }
+        on_engine(engine_user, static_cast<const uint8_t*>(plan->data()), plan->size());
+        return 0;
+    } catch (const std::exception& e) {
+        set_error(err, err_len, std::string("TensorRT threw: ") + e.what());
+        return 5;
+    } catch (...) {
+        set_error(err, err_len, "TensorRT threw an unknown exception");
+        return 5;
+    }
+}
+
+static Owned<nvinfer1::IRuntime> make_runtime(CalibenchTrt* trt) {
+    return Owned<nvinfer1::IRuntime>(static_cast<nvinfer1::IRuntime*>(trt->create_runtime(&trt->logger, NV_TENSORRT_VERSION)));
+}
+
+int32_t calibench_trt_inspect(CalibenchTrt* trt, const uint8_t* engine_bytes, size_t len, calibench_trt_bytes_fn on_json, void* user,
+                              char* err, size_t err_len) {
+    try {
+        Owned<nvinfer1::IRuntime> runtime = make_runtime(trt);
+        if (!runtime) {
+            set_error(err, err_len, "createInferRuntime failed");
+            return 1;
+        }
+        Owned<nvinfer1::ICudaEngine> engine(runtime->deserializeCudaEngine(engine_bytes, len));
+        if (!engine) {
+            set_error(err, err_len, "the engine could not be deserialized (built by another TensorRT or for another GPU?)");
+            return 2;
+        }
+        Owned<nvinfer1::IEngineInspector> inspector(engine->createEngineInspector());
+        const char* json = inspector ? inspector->getEngineInformation(nvinfer1::LayerInformationFormat::kJSON) : nullptr;
+        if (json == nullptr) {
+            set_error(err, err_len, "the engine inspector returned nothing");
+            return 3;
+        }
+        on_json(user, reinterpret_cast<const uint8_t*>(json), std::strlen(json));
+        return 0;
+    } catch (...) {
+        set_error(err, err_len, "TensorRT threw while inspecting the engine");
+        return 5;
+    }
+}
+
+CalibenchTrtEngine* calibench_trt_engine_load(CalibenchTrt* trt, const uint8_t* bytes, size_t len, char* err, size_t err_len) {
+    try {
+        std::unique_ptr<CalibenchTrtEngine> e(new CalibenchTrtEngine());
+        e->runtime = make_runtime(trt);
+        if (!e->runtime) {
+            set_error(err, err_len, "createInferRuntime failed");
+            return nullptr;
+        }
+        e->engine.reset(e->runtime->deserializeCudaEngine(bytes, len));
+        if (!e->engine) {
+            set_error(err, err_len, "the engine could not be deserialized (built by another TensorRT or for another GPU?)");
+            return nullptr;
+        }
+        e->context.reset(e->engine->createExecutionContext());
+        if (!e->context) {
+            set_error(err, err_len, "cannot create an execution context (out of GPU memory?)");
+            return nullptr;
+        }
+        return e.release();
+    } catch (...) {
+        set_error(err, err_len, "TensorRT threw while loading the engine");
+        return nullptr;
+    }
+}
+
+void calibench_trt_engine_free(CalibenchTrtEngine* engine) {
+    if (engine != nullptr) {
+        // The context before the engine before the runtime.
+        engine->context.reset();
+        engine->engine.reset();
+        engine->runtime.reset();
+        delete engine;
+    }
+}
+
+int32_t calibench_trt_engine_set_tensor(CalibenchTrtEngine* engine, const char* name, void* device_ptr, char* err, size_t err_len) {
+    if (!engine->context->setTensorAddress(name, device_ptr)) {
+        set_error(err, err_len, std::string("no tensor named ") + name + " in the engine");
+        return 1;
+    }
+    return 0;
+}
+
+int32_t calibench_trt_engine_set_shape(CalibenchTrtEngine* engine, const CalibenchTrtShape* shape, char* err, size_t err_len) {
+    if (!engine->context->setInputShape(shape->name, to_dims(*shape))) {
+        set_error(err, err_len, std::string("shape rejected for input ") + shape->name);
+        return 1;
+    }
+    return 0;
+}
+
+int32_t calibench_trt_engine_enqueue(CalibenchTrtEngine* engine, void* stream, char* err, size_t err_len) {
+    if (!engine->context->enqueueV3(static_cast<cudaStream_t>(stream))) {
+        set_error(err, err_len, "enqueueV3 failed (unbound tensors or a CUDA error; see the TensorRT log)");
+        return 1;
+    }
+    return 0;
+}
+
+}  // extern "C"

@@ -186,3 +186,44 @@ path = "{model}"
     );
     assert_eq!(by("good")["status"], "ok");
 }
+
+#[test]
+fn a_partial_cache_is_diagnosed_in_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join("partial.cache");
+    let text: String = std::fs::read_to_string(digits("digits_cnn.entropy.cache"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("relu1_out") && !l.starts_with("conv2_out"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&partial, text).unwrap();
+    let spec_text = std::fs::read_to_string(spec(dir.path(), "", "\"int8\""))
+        .unwrap()
+        .replace(
+            &digits("digits_cnn.entropy.cache"),
+            partial.to_str().unwrap(),
+        );
+    let s = dir.path().join("partial.toml");
+    std::fs::write(&s, spec_text).unwrap();
+    let (_, records) = run(&s, dir.path());
+    let d = &records[0]["diagnostics"];
+    assert_eq!(d[0]["kind"], "missing_scale", "{d}");
+    assert!(
+        d[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 tensor(s) have no scale"),
+        "{d}"
+    );
+    assert!(d[0]["fix"]
+        .as_str()
+        .unwrap()
+        .contains("calibench cache check"));
+    assert!(
+        records[0]["engine"]["layer_precisions"]["fp32"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}

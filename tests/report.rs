@@ -54,6 +54,7 @@ fn record(
         }),
         gpu: None,
         telemetry: None,
+        diagnostics: Vec::new(),
         engine: Some(EngineInfo {
             build_s: 0.25,
             cached: false,
@@ -177,6 +178,11 @@ fn hostile_strings_are_escaped_in_the_html_report() {
     rs[2].cache.as_mut().unwrap().origin_gpu = Some("<img src=x onerror=alert(1)>".into());
     rs[2].cell.cache = Some("c\"><b>bold</b>".into());
     rs[2].key = rs[2].cell.key();
+    rs[1].diagnostics.push(Diagnostic {
+        kind: "missing_scale".into(),
+        message: format!("tensor {hostile} has no scale"),
+        fix: "<b>recalibrate</b>".into(),
+    });
     let opts = ReportOptions {
         title: "t <i>x</i>".into(),
         sources: vec!["<run>".into()],
@@ -187,6 +193,11 @@ fn hostile_strings_are_escaped_in_the_html_report() {
     assert!(!html.contains("<script>alert"), "script tag leaked");
     assert!(!html.contains("<img src=x"), "img tag leaked");
     assert!(!html.contains("<b>bold</b>"), "markup in a cache id leaked");
+    assert!(
+        !html.contains("<b>recalibrate</b>"),
+        "markup in a diagnostic leaked"
+    );
+    assert!(html.contains("has no scale"), "diagnostics are shown");
     assert!(!html.contains("<i>x</i>"), "markup in the title leaked");
     assert!(
         html.contains("&lt;script&gt;alert("),

@@ -43,6 +43,18 @@ pub enum BackendError {
     Infer(String),
 }
 
+/// Something a build found that the user should know, with what to do about it (a TensorRT
+/// log line classified, or calibench's own check of the cache against the model).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EngineDiagnostic {
+    /// Kind, e.g. `missing_scale`, `fp16_not_configured`.
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+    /// What to do.
+    pub fix: String,
+}
+
 /// Builds engines for cells.
 pub trait Backend: Send {
     /// Which backend this is.
@@ -80,6 +92,10 @@ pub trait Engine {
     /// How many layers run at each precision (`int8`, `fp16`, `fp32`), where known.
     fn layer_precisions(&self) -> BTreeMap<String, usize> {
         BTreeMap::new()
+    }
+    /// What the build found worth telling (uncovered tensors, TensorRT warnings).
+    fn diagnostics(&self) -> Vec<EngineDiagnostic> {
+        Vec::new()
     }
     /// The engine as bytes for the engine store (`None`: this engine is not stored).
     fn serialize(&self) -> Option<Vec<u8>> {

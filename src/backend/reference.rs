@@ -29,6 +29,7 @@ pub struct ReferenceEngine {
     outputs: Vec<String>,
     layer_counts: BTreeMap<String, usize>,
     model_bytes: Vec<u8>,
+    diagnostics: Vec<super::EngineDiagnostic>,
 }
 
 impl ReferenceEngine {
@@ -86,6 +87,7 @@ impl ReferenceEngine {
             input_types,
             outputs,
             layer_counts: precision_plan.layer_counts(),
+            diagnostics: plan_diagnostics(&precision_plan),
             model_bytes: model.to_bytes(),
         })
     }
@@ -104,12 +106,13 @@ impl ReferenceEngine {
             .iter()
             .position(|&b| b == b'\n')
             .ok_or_else(|| bad("no header"))?;
-        let counts: BTreeMap<String, usize> =
+        let header: StoredHeader =
             serde_json::from_slice(&bytes[..newline]).map_err(|_| bad("bad header"))?;
         let model = OnnxModel::from_bytes(origin, &bytes[newline + 1..])
             .map_err(|e| BackendError::Build(e.to_string()))?;
         let mut engine = ReferenceEngine::compile(&model, batch, PrecisionPlan::default())?;
-        engine.layer_counts = counts;
+        engine.layer_counts = header.layer_counts;
+        engine.diagnostics = header.diagnostics;
         Ok(engine)
     }
 }
@@ -186,6 +189,51 @@ impl ActivationSource for ReferenceActivations {
             .map_err(|e| e.to_string())?;
         Ok(outs.into_iter().map(|t| t.data).collect())
     }
+}
+
+/// The first line of a stored reference engine; the rewritten ONNX model follows.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredHeader {
+    layer_counts: BTreeMap<String, usize>,
+    diagnostics: Vec<super::EngineDiagnostic>,
+}
+
+/// calibench's own check of the cache against the model, as diagnostics: what TensorRT would
+/// report as "Missing scale and zero-point", plus scales it could not use.
+fn plan_diagnostics(plan: &PrecisionPlan) -> Vec<super::EngineDiagnostic> {
+    let mut out = Vec::new();
+    if !plan.uncovered.is_empty() {
+        let shown: Vec<&str> = plan.uncovered.iter().take(5).map(String::as_str).collect();
+        out.push(super::EngineDiagnostic {
+            kind: "missing_scale".into(),
+            message: format!(
+                "{} tensor(s) have no scale in the cache ({}{}); their layers run without int8",
+                plan.uncovered.len(),
+                shown.join(", "),
+                if plan.uncovered.len() > shown.len() { ", …" } else { "" }
+            ),
+            fix: "the cache does not cover this model (wrong cache or a re-export with new tensor names): run `calibench cache check CACHE --model MODEL`, recalibrate on this model".into(),
+        });
+    }
+    for (tensor, scale) in &plan.unusable {
+        out.push(super::EngineDiagnostic {
+            kind: "unusable_scale".into(),
+            message: format!(
+                "tensor {tensor} has scale {scale}, which cannot quantize; it stays float"
+            ),
+            fix:
+                "recalibrate: a zero, negative or non-finite scale comes from a broken calibration"
+                    .into(),
+        });
+    }
+    if !plan.unused_entries.is_empty() {
+        out.push(super::EngineDiagnostic {
+            kind: "unknown_cache_entries".into(),
+            message: format!("{} cache entries name no tensor of the model", plan.unused_entries.len()),
+            fix: "the model was re-exported or changed structure since calibration: check with `calibench cache check`".into(),
+        });
+    }
+    out
 }
 
 /// The tract type of an ONNX element type that calibench can feed from f32 data.
@@ -308,8 +356,16 @@ impl Engine for ReferenceEngine {
         self.layer_counts.clone()
     }
 
+    fn diagnostics(&self) -> Vec<super::EngineDiagnostic> {
+        self.diagnostics.clone()
+    }
+
     fn serialize(&self) -> Option<Vec<u8>> {
-        let mut out = serde_json::to_vec(&self.layer_counts).ok()?;
+        let header = StoredHeader {
+            layer_counts: self.layer_counts.clone(),
+            diagnostics: self.diagnostics.clone(),
+        };
+        let mut out = serde_json::to_vec(&header).ok()?;
         out.push(b'\n');
         out.extend_from_slice(&self.model_bytes);
         Some(out)

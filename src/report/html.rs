@@ -48,6 +48,7 @@ fn cell_view(c: &CellSummary) -> serde_json::Value {
         "throughput": num(c.samples_per_s, 0),
         "speedup": c.speedup_vs_fp16.map_or("–".into(), |v| format!("{v:.2}×")),
         "layers": c.layers, "noisy": c.noisy.clone().unwrap_or_default(),
+        "diagnostics": c.diagnostics,
     })
 }
 

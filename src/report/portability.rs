@@ -91,6 +91,8 @@ pub struct CellSummary {
     pub fp32_layers: usize,
     /// Noisy measurement, with why.
     pub noisy: Option<String>,
+    /// Diagnostics of the build, each "message (fix: …)".
+    pub diagnostics: Vec<String>,
 }
 
 /// The verdict for one model × cache × target.
@@ -277,6 +279,11 @@ pub fn analyze(records: &[Record]) -> Analysis {
                 .as_ref()
                 .filter(|t| t.noisy)
                 .map(|t| t.noisy_because.join("; ")),
+            diagnostics: r
+                .diagnostics
+                .iter()
+                .map(|d| format!("{} (fix: {})", d.message, d.fix))
+                .collect(),
         });
     }
     let verdicts = verdicts(records, &cells);

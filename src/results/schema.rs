@@ -155,6 +155,17 @@ pub struct EngineInfo {
     pub layer_precisions: std::collections::BTreeMap<String, usize>,
 }
 
+/// Something the build found, with the fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnostic {
+    /// Kind, e.g. `missing_scale`.
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+    /// What to do.
+    pub fix: String,
+}
+
 /// Latency of one cell.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
@@ -319,6 +330,9 @@ pub struct Record {
     /// Engine facts.
     #[serde(default)]
     pub engine: Option<EngineInfo>,
+    /// Diagnostics of the build, with fixes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<Diagnostic>,
     /// Latency, when measured.
     #[serde(default)]
     pub latency: Option<Latency>,
@@ -406,6 +420,7 @@ pub(crate) mod tests_support {
             }),
             gpu: None,
             telemetry: None,
+            diagnostics: Vec::new(),
             engine: Some(EngineInfo {
                 build_s: 0.5,
                 cached: false,

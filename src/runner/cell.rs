@@ -16,8 +16,8 @@ use crate::matrix::Cell;
 use crate::measure::{accuracy, latency};
 use crate::model::Tensor;
 use crate::results::schema::{
-    Accuracy, Artifact, CellError, EngineInfo, Environment, MatrixInfo, Record, Status, ToolInfo,
-    RECORD_SCHEMA,
+    Accuracy, Artifact, CellError, Diagnostic, EngineInfo, Environment, MatrixInfo, Record, Status,
+    ToolInfo, RECORD_SCHEMA,
 };
 
 /// What every cell of a run shares.
@@ -91,6 +91,7 @@ impl CellContext<'_> {
             cache,
             gpu: None,
             telemetry: None,
+            diagnostics: Vec::new(),
             engine: None,
             latency: None,
             accuracy: None,
@@ -214,6 +215,15 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
     }
     let mut record = ctx.record(cell, started, Status::Ok, None);
     record.gpu = input.gpu.cloned();
+    record.diagnostics = engine
+        .diagnostics()
+        .into_iter()
+        .map(|d| Diagnostic {
+            kind: d.kind,
+            message: d.message,
+            fix: d.fix,
+        })
+        .collect();
     record.engine = Some(EngineInfo {
         build_s: build_start.elapsed().as_secs_f64(),
         cached,

@@ -31,6 +31,7 @@ fn bench(c: &mut Criterion) {
                 cell: &cell,
                 model_path: &model,
                 cache_path: precision.needs_cache().then_some(cache.as_path()),
+                gpu_ordinal: None,
             };
             let mut engine = ReferenceBackend.build(&request).unwrap();
             group.bench_with_input(

@@ -135,3 +135,54 @@ fn without_nvml_gpu_cells_are_skipped_not_failed() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("NVML is not available"));
 }
+
+#[test]
+fn unavailable_gpu_backends_fail_in_setup_with_the_reason_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(spec(dir.path(), "\"0\", \"cpu\""))
+        .unwrap()
+        .replace(
+            "backends = [\"mock\"]",
+            "backends = [\"tensorrt\", \"cuda\", \"mock\"]",
+        );
+    let path = dir.path().join("gpu-backends.toml");
+    std::fs::write(&path, text).unwrap();
+    let loaded = Spec::load(&path).unwrap();
+    let mut opts = options(dir.path(), fake(&["NVIDIA H100 80GB HBM3"]));
+    opts.latency = loaded.spec.latency;
+    let summary = run(&loaded, &opts).unwrap();
+    let records = read_results(&summary.run_dir).unwrap().records;
+    let by = |backend: &str| {
+        records
+            .iter()
+            .find(|r| r.cell.backend.to_string() == backend)
+            .unwrap()
+    };
+    let trt = by("tensorrt");
+    assert_eq!(trt.status.to_string(), "failed");
+    assert_eq!(trt.error.as_ref().unwrap().phase, "setup");
+    let msg = &trt.error.as_ref().unwrap().message;
+    if cfg!(feature = "tensorrt") {
+        assert!(
+            msg.contains("TensorRT not found") || msg.contains("TensorRT"),
+            "{msg}"
+        );
+    } else {
+        assert!(
+            msg.contains("built without the tensorrt feature") && msg.contains("TENSORRT_ROOT"),
+            "{msg}"
+        );
+    }
+    assert!(by("cuda")
+        .error
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("cuda backend is not part of this calibench yet"));
+    assert!(
+        records
+            .iter()
+            .any(|r| r.cell.backend.to_string() == "mock" && r.status.to_string() == "ok"),
+        "the run goes on"
+    );
+}

@@ -137,6 +137,7 @@ mod tests {
                 cell: &c,
                 model_path: Path::new("m"),
                 cache_path: None,
+                gpu_ordinal: None,
             };
             backend
                 .build(&req)
@@ -161,6 +162,7 @@ mod tests {
             cell: &c,
             model_path: Path::new("m"),
             cache_path: None,
+            gpu_ordinal: None,
         };
         let err = backend.build(&req).err().unwrap().to_string();
         assert!(err.contains("[mock].fail"), "{err}");
@@ -169,6 +171,7 @@ mod tests {
             cell: &c,
             model_path: Path::new("m"),
             cache_path: None,
+            gpu_ordinal: None,
         };
         assert!(backend.build(&req).is_ok());
     }
@@ -181,6 +184,7 @@ mod tests {
             cell: &c,
             model_path: Path::new("m"),
             cache_path: None,
+            gpu_ordinal: None,
         };
         let mut e = backend.build(&req).unwrap();
         let err = e

@@ -20,6 +20,8 @@ pub struct BuildRequest<'a> {
     pub model_path: &'a Path,
     /// Path of the calibration cache, for int8/best cells.
     pub cache_path: Option<&'a Path>,
+    /// CUDA ordinal of the cell's GPU (GPU backends).
+    pub gpu_ordinal: Option<usize>,
 }
 
 /// Why a backend could not build or run.
@@ -108,12 +110,18 @@ pub fn create(kind: BackendKind, spec: &Spec) -> Result<Box<dyn Backend>, Backen
     match kind {
         BackendKind::Mock => Ok(Box::new(mock::MockBackend::new(&spec.mock)?)),
         BackendKind::Reference => Ok(Box::new(reference::ReferenceBackend)),
-        other => Err(BackendError::Unavailable {
-            backend: other.as_str(),
-            reason: "this calibench was built without it".into(),
-            fix: format!(
-                "use a calibench that includes the {other} backend, or drop it from axes.backends"
-            ),
+        #[cfg(feature = "tensorrt")]
+        BackendKind::Tensorrt => Ok(Box::new(tensorrt::engine::TensorRtBackend::open()?)),
+        #[cfg(not(feature = "tensorrt"))]
+        BackendKind::Tensorrt => Err(BackendError::Unavailable {
+            backend: "tensorrt",
+            reason: "this calibench was built without the tensorrt feature".into(),
+            fix: "build it with TENSORRT_ROOT=/path/to/TensorRT CUDA_INCLUDE_DIR=/path/to/cuda/include cargo build --release --features tensorrt (see README), or drop tensorrt from axes.backends".into(),
+        }),
+        BackendKind::Cuda => Err(BackendError::Unavailable {
+            backend: "cuda",
+            reason: "the cuda backend is not part of this calibench yet".into(),
+            fix: "drop cuda from axes.backends until it lands".into(),
         }),
     }
 }

@@ -399,6 +399,7 @@ mod tests {
             cell: &cell,
             model_path: &model,
             cache_path: p.needs_cache().then_some(cache.as_path()),
+            gpu_ordinal: None,
         };
         ReferenceBackend.build(&req).unwrap()
     }
@@ -485,6 +486,7 @@ mod tests {
             cell: &cell,
             model_path: &bad,
             cache_path: None,
+            gpu_ordinal: None,
         };
         let err = ReferenceBackend.build(&req).err().unwrap().to_string();
         assert!(
@@ -571,6 +573,7 @@ mod unsupported {
             cell: &cell,
             model_path: &path,
             cache_path: None,
+            gpu_ordinal: None,
         };
         let err = ReferenceBackend
             .build(&req)

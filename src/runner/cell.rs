@@ -172,6 +172,7 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
         cell,
         model_path: Path::new(&model.path),
         cache_path: cache.as_ref().map(|c| Path::new(c.path.as_str())),
+        gpu_ordinal: input.gpu.map(|g| g.index as usize),
     };
     let build_start = Instant::now();
     let backend_version = backend.version();

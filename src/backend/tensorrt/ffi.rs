@@ -194,9 +194,11 @@ pub struct TensorRt {
     pub library_version: i32,
 }
 
-// SAFETY: the shim's handle is only used through &mut self or &self calls that TensorRT allows
-// from any thread (builder and runtime creation are thread-safe).
+// SAFETY: the shim's handle holds only the opened libraries, their entry points and the logger,
+// which forwards to a Mutex; every builder, runtime and engine is created per call.
 unsafe impl Send for TensorRt {}
+// SAFETY: as above: calls through &self share no mutable TensorRT object.
+unsafe impl Sync for TensorRt {}
 
 impl TensorRt {
     /// Opens TensorRT, trying every candidate.
@@ -254,7 +256,7 @@ impl TensorRt {
     }
 
     /// Builds a serialized engine.
-    pub fn build(&mut self, onnx: &[u8], options: &BuildOptions<'_>) -> Result<Vec<u8>, TrtError> {
+    pub fn build(&self, onnx: &[u8], options: &BuildOptions<'_>) -> Result<Vec<u8>, TrtError> {
         let names: Vec<CString> = options
             .shapes
             .iter()
@@ -310,7 +312,7 @@ impl TensorRt {
     }
 
     /// The engine inspector's JSON of a serialized engine.
-    pub fn inspect(&mut self, engine: &[u8]) -> Result<String, TrtError> {
+    pub fn inspect(&self, engine: &[u8]) -> Result<String, TrtError> {
         let mut json = Vec::new();
         let mut err = err_buf();
         // SAFETY: as in `build`.
@@ -332,8 +334,8 @@ impl TensorRt {
         }
     }
 
-    /// Deserializes an engine for running.
-    pub fn load(&mut self, engine: &[u8]) -> Result<LoadedEngine<'_>, TrtError> {
+    /// Deserializes an engine for running; the engine keeps the library open.
+    pub fn load(self: &Arc<Self>, engine: &[u8]) -> Result<LoadedEngine, TrtError> {
         let mut err = err_buf();
         // SAFETY: as in `build`.
         let raw = unsafe {
@@ -350,7 +352,7 @@ impl TensorRt {
         } else {
             Ok(LoadedEngine {
                 raw,
-                _trt: std::marker::PhantomData,
+                _trt: self.clone(),
             })
         }
     }
@@ -385,13 +387,17 @@ pub struct BuildOptions<'a> {
     pub shapes: Vec<(String, Vec<i64>)>,
 }
 
-/// A deserialized engine with its execution context; freed before its TensorRt.
-pub struct LoadedEngine<'a> {
+/// A deserialized engine with its execution context; it keeps its TensorRt (the library and
+/// the logger its runtime uses) alive.
+pub struct LoadedEngine {
     raw: *mut RawEngine,
-    _trt: std::marker::PhantomData<&'a mut TensorRt>,
+    _trt: Arc<TensorRt>,
 }
 
-impl LoadedEngine<'_> {
+// SAFETY: an execution context is used from one thread at a time (&mut self).
+unsafe impl Send for LoadedEngine {}
+
+impl LoadedEngine {
     /// Binds a tensor to device memory.
     ///
     /// # Safety
@@ -439,7 +445,7 @@ impl LoadedEngine<'_> {
     }
 }
 
-impl Drop for LoadedEngine<'_> {
+impl Drop for LoadedEngine {
     fn drop(&mut self) {
         // SAFETY: made by `load`, freed once.
         unsafe { calibench_trt_engine_free(self.raw) }

@@ -1,0 +1,345 @@
+//! The `tensorrt` backend (cargo feature `tensorrt`): engines built by TensorRT from the ONNX
+//! model and the cell's cache, as trtexec builds them (`fp16` → kFP16, `int8` → kINT8 + a
+//! calibrator serving the cache, `best` → both; on TensorRT 11, int8/best build a strongly typed
+//! network from the cache's Q/DQ rewrite), TensorRT's log classified into diagnostics, per-layer
+//! precision from the engine inspector, and inference through enqueueV3 on a cudarc stream.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, DevicePtr};
+
+use super::diagnostics::{build_config_diagnostics, classify, Severity};
+use super::ffi::{header_major, BuildOptions, LoadedEngine, TensorRt};
+use super::inspector;
+use crate::backend::{Backend, BackendError, BuildRequest, Engine, EngineDiagnostic};
+use crate::cache::{CalibrationCache, TrtVersion};
+use crate::gpu::cuda::GpuContext;
+use crate::matrix::{BackendKind, Precision};
+use crate::model::onnx::OnnxModel;
+use crate::model::{precision, qdq, Tensor, TensorSpec};
+
+/// Workspace given to the builder (trtexec's default is the whole device; 1 GiB keeps several
+/// builds side by side on one GPU).
+pub const WORKSPACE_BYTES: usize = 1 << 30;
+
+/// The TensorRT backend: TensorRT opened once, shared by every engine.
+pub struct TensorRtBackend {
+    trt: Arc<TensorRt>,
+}
+
+impl TensorRtBackend {
+    /// Opens TensorRT, or says what was searched.
+    pub fn open() -> Result<TensorRtBackend, BackendError> {
+        TensorRt::open()
+            .map(|t| TensorRtBackend { trt: Arc::new(t) })
+            .map_err(|e| BackendError::Unavailable {
+                backend: "tensorrt",
+                reason: e.to_string(),
+                fix: "or drop tensorrt from axes.backends to skip these cells".into(),
+            })
+    }
+
+    fn runtime_version(&self) -> TrtVersion {
+        TrtVersion::from_code(self.trt.library_version as u32)
+    }
+}
+
+fn build_err(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Build(e.to_string())
+}
+
+/// What is stored beside the serialized engine.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredHeader {
+    layer_counts: BTreeMap<String, usize>,
+    diagnostics: Vec<EngineDiagnostic>,
+}
+
+impl Backend for TensorRtBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Tensorrt
+    }
+
+    fn version(&self) -> String {
+        format!(
+            "tensorrt-{}/calibench-{}",
+            self.trt.library_version,
+            env!("CARGO_PKG_VERSION")
+        )
+    }
+
+    fn build(&self, request: &BuildRequest<'_>) -> Result<Box<dyn Engine>, BackendError> {
+        let ordinal = request
+            .gpu_ordinal
+            .ok_or_else(|| build_err("the tensorrt backend runs on a GPU; this cell has none"))?;
+        let ctx = GpuContext::new(ordinal).map_err(build_err)?;
+        let model = OnnxModel::load(request.model_path).map_err(build_err)?;
+        let cache = request
+            .cache_path
+            .map(CalibrationCache::read)
+            .transpose()
+            .map_err(build_err)?;
+        let precision = request.cell.precision;
+        let mut options = BuildOptions {
+            workspace_bytes: WORKSPACE_BYTES,
+            detailed_profiling: true,
+            shapes: input_shapes(&model, request.cell.batch)?,
+            ..Default::default()
+        };
+        let cache_text = cache.as_ref().map(|c| c.to_text().into_bytes());
+        let onnx = if header_major() >= 11 {
+            // TensorRT 11: no builder flags or calibrators; precision lives in the model.
+            match precision {
+                Precision::Fp32 => model.to_bytes(),
+                Precision::Int8 | Precision::Best => {
+                    let plan = precision::plan(&model, Precision::Int8, cache.as_ref());
+                    qdq::apply(&model, &plan).to_bytes()
+                }
+                Precision::Fp16 => {
+                    return Err(build_err("fp16 on TensorRT 11 needs an fp16-typed model, which calibench does not write yet"))
+                }
+            }
+        } else {
+            options.fp16 = matches!(precision, Precision::Fp16 | Precision::Best);
+            options.int8 = precision.needs_cache();
+            options.cache = cache_text.as_deref();
+            model.to_bytes()
+        };
+        let built = self.trt.build(&onnx, &options);
+        let mut diagnostics: Vec<EngineDiagnostic> = build_config_diagnostics(
+            precision,
+            cache.as_ref().map(|c| c.header.version()),
+            Some(self.runtime_version()),
+        )
+        .into_iter()
+        .chain(
+            self.trt
+                .take_log()
+                .iter()
+                .filter(|l| l.severity <= Severity::Warning)
+                .filter_map(classify),
+        )
+        .map(|d| EngineDiagnostic {
+            kind: serde_json::to_value(&d.kind)
+                .ok()
+                .and_then(|v| v["kind"].as_str().map(str::to_string))
+                .unwrap_or_default(),
+            message: d.message,
+            fix: d.fix,
+        })
+        .collect();
+        diagnostics.dedup_by(|a, b| a.kind == b.kind && a.message == b.message);
+        let bytes = built.map_err(|e| {
+            let notes: Vec<String> = diagnostics
+                .iter()
+                .map(|d| format!("{} (fix: {})", d.message, d.fix))
+                .collect();
+            build_err(format!(
+                "{e}{}{}",
+                if notes.is_empty() { "" } else { "\n" },
+                notes.join("\n")
+            ))
+        })?;
+        let layer_counts = self
+            .trt
+            .inspect(&bytes)
+            .ok()
+            .and_then(|json| inspector::parse(&json).ok())
+            .map(|layers| inspector::precision_counts(&layers))
+            .unwrap_or_default();
+        Ok(Box::new(TrtEngine::new(
+            &self.trt,
+            ctx,
+            &model,
+            request.cell.batch,
+            bytes,
+            layer_counts,
+            diagnostics,
+        )?))
+    }
+
+    fn load(
+        &self,
+        request: &BuildRequest<'_>,
+        bytes: &[u8],
+        origin: &Path,
+    ) -> Result<Box<dyn Engine>, BackendError> {
+        let bad = || {
+            build_err(format!("{}: not a calibench TensorRT engine\nfix: delete it; it is rebuilt on the next run", origin.display()))
+        };
+        let newline = bytes.iter().position(|&b| b == b'\n').ok_or_else(bad)?;
+        let header: StoredHeader = serde_json::from_slice(&bytes[..newline]).map_err(|_| bad())?;
+        let ordinal = request
+            .gpu_ordinal
+            .ok_or_else(|| build_err("the tensorrt backend runs on a GPU; this cell has none"))?;
+        let ctx = GpuContext::new(ordinal).map_err(build_err)?;
+        let model = OnnxModel::load(request.model_path).map_err(build_err)?;
+        Ok(Box::new(TrtEngine::new(
+            &self.trt,
+            ctx,
+            &model,
+            request.cell.batch,
+            bytes[newline + 1..].to_vec(),
+            header.layer_counts,
+            header.diagnostics,
+        )?))
+    }
+}
+
+fn input_shapes(model: &OnnxModel, batch: usize) -> Result<Vec<(String, Vec<i64>)>, BackendError> {
+    model
+        .inputs()
+        .into_iter()
+        .map(|io| {
+            let shape = io.shape_at_batch(batch).map_err(build_err)?;
+            Ok((io.name, shape.into_iter().map(|d| d as i64).collect()))
+        })
+        .collect()
+}
+
+/// A TensorRT engine with device buffers bound to its I/O tensors (float32 I/O).
+struct TrtEngine {
+    engine: LoadedEngine,
+    ctx: GpuContext,
+    inputs: Vec<TensorSpec>,
+    input_buffers: Vec<CudaSlice<f32>>,
+    outputs: Vec<String>,
+    output_shapes: Vec<Vec<usize>>,
+    output_buffers: Vec<CudaSlice<f32>>,
+    layer_counts: BTreeMap<String, usize>,
+    diagnostics: Vec<EngineDiagnostic>,
+    plan: Vec<u8>,
+}
+
+impl TrtEngine {
+    fn new(
+        trt: &Arc<TensorRt>,
+        ctx: GpuContext,
+        model: &OnnxModel,
+        batch: usize,
+        plan: Vec<u8>,
+        layer_counts: BTreeMap<String, usize>,
+        diagnostics: Vec<EngineDiagnostic>,
+    ) -> Result<TrtEngine, BackendError> {
+        let mut engine = trt.load(&plan).map_err(build_err)?;
+        let inputs: Vec<TensorSpec> = input_shapes(model, batch)?
+            .into_iter()
+            .map(|(name, dims)| TensorSpec {
+                name,
+                shape: dims.into_iter().map(|d| d as usize).collect(),
+            })
+            .collect();
+        let outs = model.outputs();
+        let output_shapes: Vec<Vec<usize>> = outs
+            .iter()
+            .map(|o| o.shape_at_batch(batch).map_err(build_err))
+            .collect::<Result<_, _>>()?;
+        let alloc = |n: usize| ctx.stream.alloc_zeros::<f32>(n.max(1)).map_err(build_err);
+        let input_buffers: Vec<CudaSlice<f32>> = inputs
+            .iter()
+            .map(|s| alloc(s.shape.iter().product()))
+            .collect::<Result<_, _>>()?;
+        let output_buffers: Vec<CudaSlice<f32>> = output_shapes
+            .iter()
+            .map(|s| alloc(s.iter().product()))
+            .collect::<Result<_, _>>()?;
+        for (spec, buf) in inputs.iter().zip(&input_buffers) {
+            let (ptr, _sync) = buf.device_ptr(&ctx.stream);
+            // SAFETY: the buffer lives in this engine as long as the binding is used.
+            unsafe { engine.set_tensor(&spec.name, ptr as *mut std::ffi::c_void) }
+                .map_err(build_err)?;
+        }
+        for (o, buf) in outs.iter().zip(&output_buffers) {
+            let (ptr, _sync) = buf.device_ptr(&ctx.stream);
+            // SAFETY: as above.
+            unsafe { engine.set_tensor(&o.name, ptr as *mut std::ffi::c_void) }
+                .map_err(build_err)?;
+        }
+        Ok(TrtEngine {
+            engine,
+            ctx,
+            inputs,
+            input_buffers,
+            outputs: outs.into_iter().map(|o| o.name).collect(),
+            output_shapes,
+            output_buffers,
+            layer_counts,
+            diagnostics,
+            plan,
+        })
+    }
+}
+
+impl Engine for TrtEngine {
+    fn inputs(&self) -> &[TensorSpec] {
+        &self.inputs
+    }
+
+    fn outputs(&self) -> &[String] {
+        &self.outputs
+    }
+
+    fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(BackendError::Infer(format!(
+                "the engine takes {} input(s), got {}",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let stream = self.ctx.stream.clone();
+        for ((t, spec), buf) in inputs.iter().zip(&self.inputs).zip(&mut self.input_buffers) {
+            if t.shape != spec.shape {
+                return Err(BackendError::Infer(format!(
+                    "input {:?} has shape {:?}, the engine takes {:?}",
+                    spec.name, t.shape, spec.shape
+                )));
+            }
+            stream
+                .memcpy_htod(&t.data, buf)
+                .map_err(|e| BackendError::Infer(e.to_string()))?;
+        }
+        // SAFETY: every I/O tensor was bound to a live buffer of its size on this device.
+        unsafe {
+            self.engine
+                .enqueue(stream.cu_stream() as *mut std::ffi::c_void)
+        }
+        .map_err(|e| BackendError::Infer(e.to_string()))?;
+        let mut outs = Vec::with_capacity(self.output_buffers.len());
+        for (buf, shape) in self.output_buffers.iter().zip(&self.output_shapes) {
+            let mut host = vec![0f32; shape.iter().product()];
+            stream
+                .memcpy_dtoh(buf, &mut host)
+                .map_err(|e| BackendError::Infer(e.to_string()))?;
+            outs.push(Tensor {
+                shape: shape.clone(),
+                data: host,
+            });
+        }
+        stream
+            .synchronize()
+            .map_err(|e| BackendError::Infer(e.to_string()))?;
+        Ok(outs)
+    }
+
+    fn layer_precisions(&self) -> BTreeMap<String, usize> {
+        self.layer_counts.clone()
+    }
+
+    fn diagnostics(&self) -> Vec<EngineDiagnostic> {
+        self.diagnostics.clone()
+    }
+
+    fn serialize(&self) -> Option<Vec<u8>> {
+        let header = StoredHeader {
+            layer_counts: self.layer_counts.clone(),
+            diagnostics: self.diagnostics.clone(),
+        };
+        let mut out = serde_json::to_vec(&header).ok()?;
+        out.push(b'\n');
+        out.extend_from_slice(&self.plan);
+        Some(out)
+    }
+}

@@ -387,6 +387,10 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "engine_store")]
     pub no_engine_store: bool,
 
+    /// Run all cells one after another on one worker (default: one worker per GPU, in parallel).
+    #[arg(long)]
+    pub serial: bool,
+
     /// Let criterion draw its HTML report per cell under <run>/criterion/ (seconds per cell).
     #[arg(long, conflicts_with = "no_criterion")]
     pub criterion_html: bool,

@@ -53,6 +53,7 @@ fn options(dir: &Path, gpus: GpuInventory) -> RunOptions {
         criterion: false,
         criterion_html: false,
         engine_store: None,
+        serial: false,
     }
 }
 
@@ -67,7 +68,10 @@ fn selectors_resolve_to_present_gpus_and_absent_ones_are_skipped() {
     let mut opts = options(dir.path(), fake(&["NVIDIA H100 80GB HBM3", "NVIDIA L4"]));
     opts.latency = loaded.spec.latency;
     let summary = run(&loaded, &opts).unwrap();
-    let records = read_results(&summary.run_dir).unwrap().records;
+    let mut records = read_results(&summary.run_dir).unwrap().records;
+    // Workers append in the order their cells finish; compare in key order.
+    let order = ["GPU-fake-0", "GPU-fake-1", "name~A100", "cpu"];
+    records.sort_by_key(|r| order.iter().position(|d| *d == r.cell.device));
     let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
     // "all" gives both GPUs; "name~L4" names GPU 1 again (one cell, not two); A100 is absent.
     assert_eq!(
@@ -185,4 +189,59 @@ fn unavailable_gpu_backends_fail_in_setup_with_the_reason_and_the_run_goes_on() 
             .any(|r| r.cell.backend.to_string() == "mock" && r.status.to_string() == "ok"),
         "the run goes on"
     );
+}
+
+/// Whether a cell of one GPU ran while a cell of the other was running.
+fn ran_at_once(records: &[calibench::results::Record], a: &str, b: &str) -> bool {
+    records.iter().filter(|r| r.cell.device == a).any(|x| {
+        records
+            .iter()
+            .filter(|r| r.cell.device == b)
+            .any(|y| x.started_at < y.finished_at && y.started_at < x.finished_at)
+    })
+}
+
+#[test]
+fn one_worker_per_gpu_runs_gpus_at_once_into_one_results_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(spec(dir.path(), "\"all\""))
+        .unwrap()
+        .replace(
+            "precisions = [\"fp32\"]",
+            "precisions = [\"fp32\", \"fp16\"]",
+        )
+        .replace(
+            "devices = [\"all\"]",
+            "devices = [\"all\"]\nbatch_sizes = [1, 2, 3]",
+        )
+        + "[mock]\ndelay_ms = 150\n";
+    let path = dir.path().join("multi.toml");
+    std::fs::write(&path, text).unwrap();
+    let loaded = Spec::load(&path).unwrap();
+    for serial in [false, true] {
+        let mut opts = options(
+            dir.path(),
+            fake(&["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"]),
+        );
+        opts.latency = loaded.spec.latency;
+        opts.serial = serial;
+        let summary = run(&loaded, &opts).unwrap();
+        let records = read_results(&summary.run_dir).unwrap().records;
+        assert_eq!(records.len(), 12, "6 cells per GPU, each recorded once");
+        let keys: std::collections::HashSet<&str> =
+            records.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys.len(), 12);
+        for r in &records {
+            assert_eq!(
+                r.gpu.as_ref().unwrap().uuid,
+                r.cell.device,
+                "a GPU's cells ran on that GPU"
+            );
+        }
+        assert_eq!(
+            ran_at_once(&records, "GPU-fake-0", "GPU-fake-1"),
+            !serial,
+            "serial={serial}"
+        );
+    }
 }

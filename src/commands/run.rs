@@ -34,6 +34,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
         gpus: None,
         criterion: !args.no_criterion,
         criterion_html: args.criterion_html,
+        serial: args.serial,
         engine_store: (!args.no_engine_store).then(|| {
             args.engine_store
                 .clone()

@@ -9,6 +9,8 @@ mod progress;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use chrono::Utc;
@@ -57,6 +59,8 @@ pub struct RunOptions {
     pub criterion: bool,
     /// Also let criterion draw its HTML report there.
     pub criterion_html: bool,
+    /// Run every cell on one worker, one after another (default: one worker per GPU at once).
+    pub serial: bool,
     /// Where built engines are kept and looked up (`None`: always build).
     pub engine_store: Option<PathBuf>,
 }
@@ -176,12 +180,12 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
     });
     let cells = resolve_devices(selected, inventory.as_ref());
     let (run_dir, run_id, done) = prepare_run_dir(loaded, opts)?;
-    let mut writer = ResultsWriter::open(&run_dir)?;
+    let writer = ResultsWriter::open(&run_dir)?;
     let todo: Vec<&PlannedCell> = cells
         .iter()
         .filter(|c| !done.contains(&c.cell.key()))
         .collect();
-    let mut summary = RunSummary {
+    let summary = RunSummary {
         run_dir: run_dir.clone(),
         selected: cells.len(),
         already_recorded: cells.len() - todo.len(),
@@ -218,12 +222,95 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
             .clone()
             .map(engine_store::EngineStore::new),
     };
+    // One worker per GPU (each with its own backends, so its own CUDA context), one for the
+    // CPU; cells of a GPU run only on that GPU's worker. All append to the one results file.
+    let mut lanes: Vec<(String, Vec<&PlannedCell>)> = Vec::new();
+    for planned in &todo {
+        let lane = match (&planned.gpu, planned.skip.is_some(), opts.serial) {
+            (Some(g), false, false) => format!("gpu{} {}", g.index, g.uuid),
+            _ => "cpu".to_string(),
+        };
+        match lanes.iter_mut().find(|(l, _)| *l == lane) {
+            Some((_, cells)) => cells.push(planned),
+            None => lanes.push((lane, vec![planned])),
+        }
+    }
+    let shared = Shared {
+        writer: Mutex::new(writer),
+        summary: Mutex::new(summary),
+        finished: AtomicUsize::new(0),
+        total: todo.len(),
+        progress: Progress::new(
+            todo.len(),
+            opts.progress,
+            &lanes
+                .iter()
+                .map(|(l, _)| l.split(' ').next().unwrap_or(l).to_string())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    let results: Vec<anyhow::Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = lanes
+            .iter()
+            .enumerate()
+            .map(|(index, (lane, cells))| {
+                let (shared, context) = (&shared, &context);
+                let label = if lanes.len() > 1 {
+                    Some(lane.split(' ').next().unwrap_or(lane).to_string())
+                } else {
+                    None
+                };
+                std::thread::Builder::new()
+                    .name(format!("calibench {lane}"))
+                    .spawn_scoped(scope, move || {
+                        run_lane(spec, opts, context, shared, cells, index, label.as_deref())
+                    })
+                    .expect("a worker thread starts")
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker thread panicked")))
+            })
+            .collect()
+    });
+    shared.progress.done();
+    for r in results {
+        r?;
+    }
+    let summary = shared
+        .summary
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    Ok(summary)
+}
+
+/// What the workers of a run share.
+struct Shared {
+    writer: Mutex<ResultsWriter>,
+    summary: Mutex<RunSummary>,
+    finished: AtomicUsize,
+    total: usize,
+    progress: Progress,
+}
+
+/// Runs one worker's cells in order: its own backends and evaluation sets.
+fn run_lane(
+    spec: &crate::matrix::Spec,
+    opts: &RunOptions,
+    context: &CellContext<'_>,
+    shared: &Shared,
+    cells: &[&PlannedCell],
+    worker: usize,
+    label: Option<&str>,
+) -> anyhow::Result<()> {
     let mut backends: HashMap<BackendKind, Result<Box<dyn Backend>, String>> = HashMap::new();
     let mut eval_sets = EvalSets::new(opts.output_dir.join(".cache").join("reference"));
-    let progress = Progress::new(todo.len(), opts.progress);
-    for (i, planned) in todo.iter().enumerate() {
+    for planned in cells {
         let cell = &planned.cell;
-        progress.start(cell);
+        shared.progress.start(cell, worker);
         let backend = backends
             .entry(cell.backend)
             .or_insert_with(|| backend::create(cell.backend, spec).map_err(|e| e.to_string()));
@@ -242,7 +329,7 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
             };
             let gpu = planned.gpu.as_ref();
             run_cell(
-                &context,
+                context,
                 CellInputs {
                     cell,
                     model,
@@ -260,18 +347,25 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
                 .unwrap_or_else(|| "unknown panic".into());
             context.panicked(cell, what)
         });
-        writer
+        shared
+            .writer
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the results writer is poisoned"))?
             .append(&record)
             .with_context(|| format!("cannot record cell {}", cell.key()))?;
-        match record.status {
-            Status::Ok => summary.ok += 1,
-            Status::Failed => summary.failed += 1,
-            Status::Skipped => summary.skipped += 1,
+        if let Ok(mut s) = shared.summary.lock() {
+            match record.status {
+                Status::Ok => s.ok += 1,
+                Status::Failed => s.failed += 1,
+                Status::Skipped => s.skipped += 1,
+            }
         }
-        progress.finish_cell(i + 1, todo.len(), &record);
+        let done = shared.finished.fetch_add(1, Ordering::SeqCst) + 1;
+        shared
+            .progress
+            .finish_cell(done, shared.total, &record, label);
     }
-    progress.done();
-    Ok(summary)
+    Ok(())
 }
 
 /// Decides the run folder and which cells it has recorded already.

@@ -1,8 +1,10 @@
-//! Progress of a run: a bar on a terminal, one line per finished cell elsewhere (CI logs).
+//! Progress of a run: on a terminal, a bar for the run and a line per worker (one per GPU)
+//! showing the cell it is on; elsewhere (CI logs), one line per finished cell, tagged with its
+//! worker when there are several.
 
 use std::io::IsTerminal;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::matrix::Cell;
 use crate::results::schema::Record;
@@ -10,35 +12,65 @@ use crate::results::schema::Record;
 /// A run's progress display.
 pub struct Progress {
     bar: Option<ProgressBar>,
+    workers: Vec<ProgressBar>,
     lines: bool,
 }
 
 impl Progress {
-    pub fn new(total: usize, enabled: bool) -> Progress {
+    /// A display for `total` cells run by the named workers.
+    pub fn new(total: usize, enabled: bool, workers: &[String]) -> Progress {
         let terminal = std::io::stderr().is_terminal();
-        let bar = (enabled && terminal).then(|| {
-            let bar = ProgressBar::new(total as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} cells  eta {eta}  {msg}",
-                )
-                .expect("valid template"),
-            );
-            bar
-        });
+        if !(enabled && terminal) {
+            return Progress {
+                bar: None,
+                workers: Vec::new(),
+                lines: enabled,
+            };
+        }
+        let multi = MultiProgress::new();
+        let bar = multi.add(ProgressBar::new(total as u64));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} cells  eta {eta}  {msg}",
+            )
+            .expect("valid template"),
+        );
+        let workers = if workers.len() > 1 {
+            workers
+                .iter()
+                .map(|w| {
+                    let line = multi.add(ProgressBar::new_spinner());
+                    line.set_style(
+                        ProgressStyle::with_template("  {prefix:<8} {msg}")
+                            .expect("valid template"),
+                    );
+                    line.set_prefix(w.clone());
+                    line
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Progress {
-            bar,
-            lines: enabled && !terminal,
+            bar: Some(bar),
+            workers,
+            lines: false,
         }
     }
 
-    pub fn start(&self, cell: &Cell) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(cell.key());
+    /// A worker (by index) starts a cell.
+    pub fn start(&self, cell: &Cell, worker: usize) {
+        match self.workers.get(worker) {
+            Some(line) => line.set_message(cell.key()),
+            None => {
+                if let Some(bar) = &self.bar {
+                    bar.set_message(cell.key());
+                }
+            }
         }
     }
 
-    pub fn finish_cell(&self, done: usize, total: usize, record: &Record) {
+    pub fn finish_cell(&self, done: usize, total: usize, record: &Record, worker: Option<&str>) {
         let mut what = record.status.to_string();
         if let Some(o) = record.accuracy.as_ref().and_then(|a| a.outputs.first()) {
             if let (Some(t), Some(r)) = (o.top1_accuracy, o.reference_top1_accuracy) {
@@ -63,7 +95,10 @@ impl Progress {
                 e.message.lines().next().unwrap_or("")
             ));
         }
-        let line = format!("[{done}/{total}] {}  {what}", record.key);
+        let line = match worker {
+            Some(w) => format!("[{done}/{total} {w}] {}  {what}", record.key),
+            None => format!("[{done}/{total}] {}  {what}", record.key),
+        };
         if let Some(bar) = &self.bar {
             bar.println(line);
             bar.inc(1);
@@ -73,6 +108,9 @@ impl Progress {
     }
 
     pub fn done(&self) {
+        for w in &self.workers {
+            w.finish_and_clear();
+        }
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

@@ -57,6 +57,66 @@ pub struct EngineDiagnostic {
     pub fix: String,
 }
 
+/// What a stored engine carries besides the backend's own bytes: one JSON line, then the
+/// payload (a rewritten ONNX model, a TensorRT plan).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredEngine {
+    /// Layers per precision.
+    pub layer_counts: BTreeMap<String, usize>,
+    /// Diagnostics of the build.
+    pub diagnostics: Vec<EngineDiagnostic>,
+}
+
+impl StoredEngine {
+    /// The header line followed by `payload`.
+    pub fn encode(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        let mut out = serde_json::to_vec(self).ok()?;
+        out.push(b'\n');
+        out.extend_from_slice(payload);
+        Some(out)
+    }
+
+    /// Splits stored bytes into the header and the payload; `origin` names the file in errors.
+    pub fn decode<'b>(
+        bytes: &'b [u8],
+        origin: &Path,
+        what: &str,
+    ) -> Result<(StoredEngine, &'b [u8]), BackendError> {
+        let bad = |why: &str| {
+            BackendError::Build(format!(
+                "{}: not a calibench {what} engine ({why})\nfix: delete it; it is rebuilt on the next run",
+                origin.display()
+            ))
+        };
+        let newline = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| bad("no header"))?;
+        let header = serde_json::from_slice(&bytes[..newline]).map_err(|_| bad("bad header"))?;
+        Ok((header, &bytes[newline + 1..]))
+    }
+}
+
+/// Checks inputs against what an engine takes: their number and each shape.
+pub fn check_inputs(specs: &[TensorSpec], inputs: &[Tensor]) -> Result<(), BackendError> {
+    if inputs.len() != specs.len() {
+        return Err(BackendError::Infer(format!(
+            "the engine takes {} input(s), got {}",
+            specs.len(),
+            inputs.len()
+        )));
+    }
+    for (t, spec) in inputs.iter().zip(specs) {
+        if t.shape != spec.shape {
+            return Err(BackendError::Infer(format!(
+                "input {:?} has shape {:?}, the engine takes {:?}",
+                spec.name, t.shape, spec.shape
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Builds engines for cells.
 pub trait Backend: Send {
     /// Which backend this is.

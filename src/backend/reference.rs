@@ -99,16 +99,8 @@ impl ReferenceEngine {
         origin: &std::path::Path,
         batch: usize,
     ) -> Result<ReferenceEngine, BackendError> {
-        let bad = |why: &str| {
-            BackendError::Build(format!("{}: not a calibench reference engine ({why})\nfix: delete it; it is rebuilt on the next run", origin.display()))
-        };
-        let newline = bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| bad("no header"))?;
-        let header: StoredHeader =
-            serde_json::from_slice(&bytes[..newline]).map_err(|_| bad("bad header"))?;
-        let model = OnnxModel::from_bytes(origin, &bytes[newline + 1..])
+        let (header, payload) = super::StoredEngine::decode(bytes, origin, "reference")?;
+        let model = OnnxModel::from_bytes(origin, payload)
             .map_err(|e| BackendError::Build(e.to_string()))?;
         let mut engine = ReferenceEngine::compile(&model, batch, PrecisionPlan::default())?;
         engine.layer_counts = header.layer_counts;
@@ -189,13 +181,6 @@ impl ActivationSource for ReferenceActivations {
             .map_err(|e| e.to_string())?;
         Ok(outs.into_iter().map(|t| t.data).collect())
     }
-}
-
-/// The first line of a stored reference engine; the rewritten ONNX model follows.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct StoredHeader {
-    layer_counts: BTreeMap<String, usize>,
-    diagnostics: Vec<super::EngineDiagnostic>,
 }
 
 /// calibench's own check of the cache against the model, as diagnostics: what TensorRT would
@@ -304,21 +289,9 @@ impl Engine for ReferenceEngine {
     }
 
     fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
-        if inputs.len() != self.inputs.len() {
-            return Err(BackendError::Infer(format!(
-                "the model takes {} input(s), got {}",
-                self.inputs.len(),
-                inputs.len()
-            )));
-        }
+        super::check_inputs(&self.inputs, inputs)?;
         let mut values = TVec::new();
         for ((t, spec), dt) in inputs.iter().zip(&self.inputs).zip(&self.input_types) {
-            if t.shape != spec.shape {
-                return Err(BackendError::Infer(format!(
-                    "input {:?} has shape {:?}, the engine takes {:?}",
-                    spec.name, t.shape, spec.shape
-                )));
-            }
             let tensor = tract_ndarray::ArrayD::from_shape_vec(t.shape.clone(), t.data.clone())
                 .map_err(|e| BackendError::Infer(e.to_string()))?;
             let tensor = tract_onnx::prelude::Tensor::from(tensor)
@@ -361,14 +334,11 @@ impl Engine for ReferenceEngine {
     }
 
     fn serialize(&self) -> Option<Vec<u8>> {
-        let header = StoredHeader {
+        super::StoredEngine {
             layer_counts: self.layer_counts.clone(),
             diagnostics: self.diagnostics.clone(),
-        };
-        let mut out = serde_json::to_vec(&header).ok()?;
-        out.push(b'\n');
-        out.extend_from_slice(&self.model_bytes);
-        Some(out)
+        }
+        .encode(&self.model_bytes)
     }
 }
 

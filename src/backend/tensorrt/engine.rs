@@ -13,7 +13,9 @@ use cudarc::driver::{CudaSlice, DevicePtr};
 use super::diagnostics::{build_config_diagnostics, classify, Severity};
 use super::ffi::{header_major, BuildOptions, LoadedEngine, TensorRt};
 use super::inspector;
-use crate::backend::{Backend, BackendError, BuildRequest, Engine, EngineDiagnostic};
+use crate::backend::{
+    check_inputs, Backend, BackendError, BuildRequest, Engine, EngineDiagnostic, StoredEngine,
+};
 use crate::cache::{CalibrationCache, TrtVersion};
 use crate::gpu::cuda::GpuContext;
 use crate::matrix::{BackendKind, Precision};
@@ -48,13 +50,6 @@ impl TensorRtBackend {
 
 fn build_err(e: impl std::fmt::Display) -> BackendError {
     BackendError::Build(e.to_string())
-}
-
-/// What is stored beside the serialized engine.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct StoredHeader {
-    layer_counts: BTreeMap<String, usize>,
-    diagnostics: Vec<EngineDiagnostic>,
 }
 
 impl Backend for TensorRtBackend {
@@ -166,11 +161,7 @@ impl Backend for TensorRtBackend {
         bytes: &[u8],
         origin: &Path,
     ) -> Result<Box<dyn Engine>, BackendError> {
-        let bad = || {
-            build_err(format!("{}: not a calibench TensorRT engine\nfix: delete it; it is rebuilt on the next run", origin.display()))
-        };
-        let newline = bytes.iter().position(|&b| b == b'\n').ok_or_else(bad)?;
-        let header: StoredHeader = serde_json::from_slice(&bytes[..newline]).map_err(|_| bad())?;
+        let (header, plan) = StoredEngine::decode(bytes, origin, "TensorRT")?;
         let ordinal = request
             .gpu_ordinal
             .ok_or_else(|| build_err("the tensorrt backend runs on a GPU; this cell has none"))?;
@@ -181,7 +172,7 @@ impl Backend for TensorRtBackend {
             ctx,
             &model,
             request.cell.batch,
-            bytes[newline + 1..].to_vec(),
+            plan.to_vec(),
             header.layer_counts,
             header.diagnostics,
         )?))
@@ -282,21 +273,9 @@ impl Engine for TrtEngine {
     }
 
     fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
-        if inputs.len() != self.inputs.len() {
-            return Err(BackendError::Infer(format!(
-                "the engine takes {} input(s), got {}",
-                self.inputs.len(),
-                inputs.len()
-            )));
-        }
+        check_inputs(&self.inputs, inputs)?;
         let stream = self.ctx.stream.clone();
-        for ((t, spec), buf) in inputs.iter().zip(&self.inputs).zip(&mut self.input_buffers) {
-            if t.shape != spec.shape {
-                return Err(BackendError::Infer(format!(
-                    "input {:?} has shape {:?}, the engine takes {:?}",
-                    spec.name, t.shape, spec.shape
-                )));
-            }
+        for (t, buf) in inputs.iter().zip(&mut self.input_buffers) {
             stream
                 .memcpy_htod(&t.data, buf)
                 .map_err(|e| BackendError::Infer(e.to_string()))?;
@@ -333,13 +312,10 @@ impl Engine for TrtEngine {
     }
 
     fn serialize(&self) -> Option<Vec<u8>> {
-        let header = StoredHeader {
+        StoredEngine {
             layer_counts: self.layer_counts.clone(),
             diagnostics: self.diagnostics.clone(),
-        };
-        let mut out = serde_json::to_vec(&header).ok()?;
-        out.push(b'\n');
-        out.extend_from_slice(&self.plan);
-        Some(out)
+        }
+        .encode(&self.plan)
     }
 }

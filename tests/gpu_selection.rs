@@ -177,12 +177,24 @@ fn unavailable_gpu_backends_fail_in_setup_with_the_reason_and_the_run_goes_on() 
             "{msg}"
         );
     }
-    assert!(by("cuda")
-        .error
-        .as_ref()
-        .unwrap()
-        .message
-        .contains("cuda backend is not part of this calibench yet"));
+    // The cuda backend needs libcuda: without it each cuda cell fails naming it; int8/best
+    // cells fail because the cuda backend runs fp32/fp16 only so far.
+    for record in records
+        .iter()
+        .filter(|r| r.cell.backend.to_string() == "cuda")
+    {
+        if let Some(error) = &record.error {
+            assert!(
+                error.message.contains("libcuda")
+                    || error.message.contains("not implemented yet")
+                    || error.message.contains("m.onnx"),
+                "{}",
+                error.message
+            );
+        } else {
+            assert!(calibench::gpu::cuda::driver_present());
+        }
+    }
     assert!(
         records
             .iter()

@@ -1,6 +1,7 @@
 //! Backends build an [`Engine`] for a cell and run it. Each backend is one file behind the
 //! [`Backend`] trait; the runner only sees the trait.
 
+pub mod cuda;
 pub mod mock;
 pub mod reference;
 pub mod tensorrt;
@@ -178,10 +179,6 @@ pub fn create(kind: BackendKind, spec: &Spec) -> Result<Box<dyn Backend>, Backen
             reason: "this calibench was built without the tensorrt feature".into(),
             fix: "build it with TENSORRT_ROOT=/path/to/TensorRT CUDA_INCLUDE_DIR=/path/to/cuda/include cargo build --release --features tensorrt (see README), or drop tensorrt from axes.backends".into(),
         }),
-        BackendKind::Cuda => Err(BackendError::Unavailable {
-            backend: "cuda",
-            reason: "the cuda backend is not part of this calibench yet".into(),
-            fix: "drop cuda from axes.backends until it lands".into(),
-        }),
+        BackendKind::Cuda => Ok(Box::new(cuda::CudaBackend)),
     }
 }

@@ -1,0 +1,71 @@
+//! The cuda backend on a real GPU: the digits CNN at fp32 and fp16 against onnxruntime's fp32
+//! reference outputs. Skips, saying why, where no GPU driver is present (CI).
+
+use std::path::Path;
+use std::process::Command;
+
+use calibench::results::store::read_results;
+
+fn fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/digits")
+}
+
+#[test]
+fn digits_cnn_on_the_gpu_agrees_with_the_fp32_reference() {
+    if !calibench::gpu::cuda::driver_present() {
+        eprintln!("skipped: no CUDA driver (libcuda.so) on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixtures();
+    let spec = format!(
+        "version = 1\nname = \"cuda\"\n[axes]\nprecisions = [\"fp32\", \"fp16\"]\nbackends = [\"cuda\"]\n\
+         devices = [\"0\"]\nbatch_sizes = [1, 64]\n[[models]]\nid = \"digits\"\npath = \"{}\"\n\
+         eval_inputs = \"{}\"\neval_labels = \"{}\"\nreference = \"{}\"\n[models.tolerance]\n\
+         atol = 0.05\nrtol = 0.05\ncheck = \"quantile=0.99\"\nmin_cosine = 0.999\nmax_top1_drop = 0.01\n\
+         [latency]\nwarmup_ms = 10\nmeasurement_ms = 50\nsamples = 10\n",
+        f.join("digits_cnn.onnx").display(),
+        f.join("eval_inputs.npy").display(),
+        f.join("eval_labels.npy").display(),
+        f.join("eval_ref.npy").display(),
+    );
+    let spec_path = dir.path().join("cuda.toml");
+    std::fs::write(&spec_path, spec).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_calibench"))
+        .args(["run", "--no-criterion", "--run-id", "cuda", "--output"])
+        .arg(dir.path())
+        .arg(&spec_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let records = read_results(&dir.path().join("cuda")).unwrap().records;
+    assert_eq!(records.len(), 4, "{stderr}");
+    for record in &records {
+        assert_eq!(
+            record.status.to_string(),
+            "ok",
+            "{:?}: {:?}\n{stderr}",
+            record.cell,
+            record.error
+        );
+        let accuracy = record.accuracy.as_ref().unwrap();
+        let logits = &accuracy.outputs[0];
+        let precision = record.cell.precision.to_string();
+        eprintln!(
+            "{precision} b{}: max |Δ| {:.2e}, cosine {:.6}, top-1 agreement {:?}",
+            record.cell.batch, logits.max_abs, logits.cosine, logits.top1_agreement
+        );
+        assert!(accuracy.passed, "{precision}: {:?}", accuracy.reason);
+        // fp32: same arithmetic as the reference up to summation order.
+        // fp16: 11-bit mantissas on every activation and weight; logits of a few units move by
+        // a few 1e-3 (half an ulp at 4.0 is 2e-3 per rounding, a handful of roundings per path).
+        let bound = if precision == "fp32" { 1e-4 } else { 5e-2 };
+        assert!(
+            logits.max_abs < bound,
+            "{precision}: max |Δ| {}",
+            logits.max_abs
+        );
+        let engine = record.engine.as_ref().unwrap();
+        assert_eq!(engine.layer_precisions.get(&precision), Some(&5));
+    }
+}

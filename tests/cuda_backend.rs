@@ -65,6 +65,16 @@ fn digits_cnn_on_the_gpu_agrees_with_the_fp32_reference() {
             "{precision}: max |Δ| {}",
             logits.max_abs
         );
+        // Latency is GPU compute time from CUDA events; end-to-end (copies + sync) beside it.
+        let compute = record.latency.as_ref().unwrap();
+        let end_to_end = record.end_to_end.as_ref().unwrap();
+        assert_eq!(compute.clock, "cuda-event");
+        assert_eq!(end_to_end.clock, "wall");
+        eprintln!(
+            "  GPU compute median {:.4} ms, end-to-end median {:.4} ms",
+            compute.median_ms, end_to_end.median_ms
+        );
+        assert!(compute.median_ms > 0.0 && compute.median_ms < end_to_end.median_ms);
         let engine = record.engine.as_ref().unwrap();
         assert_eq!(engine.layer_precisions.get(&precision), Some(&5));
     }

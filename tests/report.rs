@@ -69,6 +69,7 @@ fn record(
             )]
             .into(),
         }),
+        end_to_end: None,
         latency: Some(Latency {
             clock: "wall".into(),
             iterations: 100,

@@ -160,6 +160,18 @@ pub trait Engine {
     fn diagnostics(&self) -> Vec<EngineDiagnostic> {
         Vec::new()
     }
+    /// GPU engines: the context their work runs on, so calibench can time `enqueue` with
+    /// CUDA events (`None`: a CPU engine, timed by wall clock around `infer`).
+    fn gpu_context(&self) -> Option<crate::gpu::cuda::GpuContext> {
+        None
+    }
+    /// GPU engines: enqueues one inference on the context's stream over the inputs of the last
+    /// `infer`, without copies or a synchronize (what GPU compute time measures).
+    fn enqueue(&mut self) -> Result<(), BackendError> {
+        Err(BackendError::Infer(
+            "this engine does not run on a GPU stream".into(),
+        ))
+    }
     /// The engine as bytes for the engine store (`None`: this engine is not stored).
     fn serialize(&self) -> Option<Vec<u8>> {
         None

@@ -333,9 +333,13 @@ pub struct Record {
     /// Diagnostics of the build, with fixes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub diagnostics: Vec<Diagnostic>,
-    /// Latency, when measured.
+    /// Latency, when measured: GPU compute time (CUDA events) for GPU engines, wall time on CPU.
     #[serde(default)]
     pub latency: Option<Latency>,
+    /// GPU engines: end-to-end wall time per inference (host→device copy, compute,
+    /// device→host copy, synchronize), as trtexec's "Latency" beside its "GPU Compute Time".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_to_end: Option<Latency>,
     /// Accuracy, when measured.
     #[serde(default)]
     pub accuracy: Option<Accuracy>,
@@ -426,6 +430,7 @@ pub(crate) mod tests_support {
                 cached: false,
                 layer_precisions: Default::default(),
             }),
+            end_to_end: None,
             latency: Some(Latency {
                 clock: "wall".into(),
                 iterations: 10,

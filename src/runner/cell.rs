@@ -9,8 +9,10 @@ use chrono::Utc;
 use super::engine_store::{EngineKey, EngineStore};
 use super::eval::{run_dataset, EvalSet};
 use crate::backend::{Backend, BackendError, BuildRequest};
+use crate::gpu::cuda::{CudaEventTimer, SyncMode};
 use crate::gpu::nvml::GpuInfo;
 use crate::gpu::telemetry::Sampler;
+use crate::gpu::GpuError;
 use crate::matrix::spec::{LatencySpec, ModelSpec};
 use crate::matrix::Cell;
 use crate::measure::{accuracy, latency};
@@ -94,6 +96,7 @@ impl CellContext<'_> {
             diagnostics: Vec::new(),
             engine: None,
             latency: None,
+            end_to_end: None,
             accuracy: None,
             calibench: ToolInfo::current(),
             environment: self.environment.clone(),
@@ -278,14 +281,40 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
             show: false,
             html: ctx.criterion_html,
         });
-    let mut timer = latency::WallTimer(|| engine.infer(&latency_inputs).map(drop));
-    let measured = latency::measure(
-        &ctx.latency,
-        cell.batch,
-        &cell.key(),
-        criterion_out,
-        &mut timer,
-    );
+    let measured = match engine.gpu_context() {
+        // GPU engines: criterion on GPU compute time (CUDA events around enqueues of the inputs
+        // loaded by one `infer`), then end-to-end wall time per inference beside it.
+        Some(gpu) => engine.infer(&latency_inputs).and_then(|_| {
+            let compute = {
+                let mut timer = CudaEventTimer::new(&gpu, SyncMode::Spin, false, || {
+                    engine.enqueue().map_err(|e| GpuError::Cuda(e.to_string()))
+                })
+                .map_err(gpu_err)?;
+                latency::measure(
+                    &ctx.latency,
+                    cell.batch,
+                    &cell.key(),
+                    criterion_out,
+                    &mut timer,
+                )
+                .map_err(gpu_err)?
+            };
+            record.end_to_end = Some(latency::measure_wall(&ctx.latency, cell.batch, || {
+                engine.infer(&latency_inputs).map(drop)
+            })?);
+            Ok(compute)
+        }),
+        None => {
+            let mut timer = latency::WallTimer(|| engine.infer(&latency_inputs).map(drop));
+            latency::measure(
+                &ctx.latency,
+                cell.batch,
+                &cell.key(),
+                criterion_out,
+                &mut timer,
+            )
+        }
+    };
     if let Some(s) = sampler {
         match s.stop() {
             Ok(t) => record.telemetry = Some(t),
@@ -302,6 +331,10 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
     }
     record.finished_at = Utc::now();
     record
+}
+
+fn gpu_err(e: GpuError) -> BackendError {
+    BackendError::Infer(format!("GPU timing: {e}"))
 }
 
 /// Runs the evaluation set and compares every output with its reference.

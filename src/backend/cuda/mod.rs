@@ -236,7 +236,7 @@ where
     }
 
     /// Enqueues every layer on the stream.
-    fn enqueue(&mut self) -> Result<(), BackendError> {
+    fn enqueue_layers(&mut self) -> Result<(), BackendError> {
         let stream = self.ctx.stream.clone();
         for layer in &self.plan.layers {
             match layer {
@@ -423,7 +423,7 @@ where
                 .memcpy_htod(&host, &mut self.activations[io.buffer])
                 .map_err(infer_err)?;
         }
-        self.enqueue()?;
+        self.enqueue_layers()?;
         let mut outputs = Vec::with_capacity(self.plan.outputs.len());
         for io in &self.plan.outputs {
             let host = stream
@@ -441,6 +441,14 @@ where
 
     fn layer_precisions(&self) -> BTreeMap<String, usize> {
         BTreeMap::from([(T::PRECISION.to_string(), self.plan.layers.len())])
+    }
+
+    fn gpu_context(&self) -> Option<GpuContext> {
+        Some(self.ctx.clone())
+    }
+
+    fn enqueue(&mut self) -> Result<(), BackendError> {
+        self.enqueue_layers()
     }
 }
 

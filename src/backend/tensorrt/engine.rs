@@ -280,12 +280,7 @@ impl Engine for TrtEngine {
                 .memcpy_htod(&t.data, buf)
                 .map_err(|e| BackendError::Infer(e.to_string()))?;
         }
-        // SAFETY: every I/O tensor was bound to a live buffer of its size on this device.
-        unsafe {
-            self.engine
-                .enqueue(stream.cu_stream() as *mut std::ffi::c_void)
-        }
-        .map_err(|e| BackendError::Infer(e.to_string()))?;
+        Engine::enqueue(self)?;
         let mut outs = Vec::with_capacity(self.output_buffers.len());
         for (buf, shape) in self.output_buffers.iter().zip(&self.output_shapes) {
             let mut host = vec![0f32; shape.iter().product()];
@@ -305,6 +300,19 @@ impl Engine for TrtEngine {
 
     fn layer_precisions(&self) -> BTreeMap<String, usize> {
         self.layer_counts.clone()
+    }
+
+    fn gpu_context(&self) -> Option<GpuContext> {
+        Some(self.ctx.clone())
+    }
+
+    fn enqueue(&mut self) -> Result<(), BackendError> {
+        // SAFETY: every I/O tensor was bound to a live buffer of its size on this device.
+        unsafe {
+            self.engine
+                .enqueue(self.ctx.stream.cu_stream() as *mut std::ffi::c_void)
+        }
+        .map_err(|e| BackendError::Infer(e.to_string()))
     }
 
     fn diagnostics(&self) -> Vec<EngineDiagnostic> {

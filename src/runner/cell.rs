@@ -290,14 +290,7 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
                     engine.enqueue().map_err(|e| GpuError::Cuda(e.to_string()))
                 })
                 .map_err(gpu_err)?;
-                latency::measure(
-                    &ctx.latency,
-                    cell.batch,
-                    &cell.key(),
-                    criterion_out,
-                    &mut timer,
-                )
-                .map_err(gpu_err)?
+                measure_latency(ctx, cell, criterion_out, &mut timer).map_err(gpu_err)?
             };
             record.end_to_end = Some(latency::measure_wall(&ctx.latency, cell.batch, || {
                 engine.infer(&latency_inputs).map(drop)
@@ -306,13 +299,7 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
         }),
         None => {
             let mut timer = latency::WallTimer(|| engine.infer(&latency_inputs).map(drop));
-            latency::measure(
-                &ctx.latency,
-                cell.batch,
-                &cell.key(),
-                criterion_out,
-                &mut timer,
-            )
+            measure_latency(ctx, cell, criterion_out, &mut timer)
         }
     };
     if let Some(s) = sampler {
@@ -331,6 +318,16 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
     }
     record.finished_at = Utc::now();
     record
+}
+
+/// criterion over one timer, with the cell's latency settings and key.
+fn measure_latency<T: latency::IterationTimer>(
+    ctx: &CellContext<'_>,
+    cell: &Cell,
+    criterion_out: Option<latency::CriterionOutput<'_>>,
+    timer: &mut T,
+) -> Result<crate::results::schema::Latency, T::Error> {
+    latency::measure(&ctx.latency, cell.batch, &cell.key(), criterion_out, timer)
 }
 
 fn gpu_err(e: GpuError) -> BackendError {

@@ -46,6 +46,7 @@ fn main() {
         measurement_ms: 1500,
         samples: 100,
         warmup_iterations: 10,
+        ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
     for (label, sync, graph) in [

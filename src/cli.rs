@@ -373,6 +373,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub warmup_iterations: Option<usize>,
 
+    /// GPU engines: capture one inference in a CUDA graph and time graph launches (trtexec's
+    /// --useCudaGraph) [default: the spec's latency.cuda_graph].
+    #[arg(long)]
+    pub use_cuda_graph: bool,
+
+    /// GPU engines: how the host waits for timed work [default: the spec's latency.sync, spin].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub sync: Option<calibench::gpu::cuda::SyncMode>,
+
     /// Time single iterations only, without criterion's sampling and bootstrap (faster; no
     /// confidence intervals).
     #[arg(long)]

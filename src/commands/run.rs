@@ -21,6 +21,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
     if let Some(n) = args.warmup_iterations {
         latency.warmup_iterations = n;
     }
+    latency.cuda_graph |= args.use_cuda_graph;
+    if let Some(sync) = args.sync {
+        latency.sync = sync;
+    }
     let opts = RunOptions {
         output_dir: args.output.clone(),
         run_id: args.run_id.clone(),

@@ -92,7 +92,18 @@ impl EventTimer {
 }
 
 /// How the host waits for timed GPU work (trtexec's `--useSpinWait` is [`SyncMode::Spin`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum SyncMode {
     /// Busy-wait on the end event: lowest wake-up latency, one CPU core busy.
     #[default]

@@ -185,6 +185,14 @@ pub struct LatencySpec {
     /// Untimed iterations before anything is measured (trtexec's warm-up, in iterations).
     #[serde(default)]
     pub warmup_iterations: usize,
+    /// GPU engines: capture one inference in a CUDA graph and time graph launches
+    /// (trtexec's `--useCudaGraph`).
+    #[serde(default)]
+    pub cuda_graph: bool,
+    /// GPU engines: how the host waits for timed work, `spin` (trtexec's `--useSpinWait`) or
+    /// `blocking`.
+    #[serde(default)]
+    pub sync: crate::gpu::cuda::SyncMode,
 }
 
 fn default_warmup_ms() -> u64 {
@@ -204,6 +212,8 @@ impl Default for LatencySpec {
             measurement_ms: default_measurement_ms(),
             samples: default_samples(),
             warmup_iterations: 0,
+            cuda_graph: false,
+            sync: Default::default(),
         }
     }
 }
@@ -655,6 +665,19 @@ path = "c.cache"
         assert_eq!(spec.models.len(), 1);
         assert_eq!(spec.axes.batch_sizes, vec![1, 4]);
         assert_eq!(spec.latency, LatencySpec::default());
+    }
+
+    #[test]
+    fn gpu_timing_options_parse_and_bad_sync_modes_are_named() {
+        let text = format!("{GOOD}[latency]\ncuda_graph = true\nsync = \"blocking\"\n");
+        let spec = Spec::parse_str(&text, Path::new("x.toml")).unwrap();
+        assert!(spec.latency.cuda_graph);
+        assert_eq!(spec.latency.sync, crate::gpu::cuda::SyncMode::Blocking);
+        let bad = format!("{GOOD}[latency]\nsync = \"busy\"\n");
+        let msg = Spec::parse_str(&bad, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("busy") && msg.contains("spin"), "{msg}");
     }
 
     #[test]

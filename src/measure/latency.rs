@@ -358,6 +358,7 @@ mod tests {
             measurement_ms: 1,
             samples: 25,
             warmup_iterations: 3,
+            ..Default::default()
         };
         let mut calls = 0;
         let l = measure_wall::<()>(&spec, 1, || {
@@ -381,6 +382,7 @@ mod tests {
             measurement_ms: 1,
             samples: 5,
             warmup_iterations: 0,
+            ..Default::default()
         };
         let mut calls = 0;
         let r = measure_wall(&spec, 1, || {
@@ -402,6 +404,7 @@ mod tests {
             measurement_ms: 100,
             samples: 10,
             warmup_iterations: 0,
+            ..Default::default()
         };
         let mut timer = WallTimer(|| -> Result<(), ()> {
             std::hint::black_box((0..200).sum::<u64>());

@@ -9,7 +9,7 @@ use chrono::Utc;
 use super::engine_store::{EngineKey, EngineStore};
 use super::eval::{run_dataset, EvalSet};
 use crate::backend::{Backend, BackendError, BuildRequest};
-use crate::gpu::cuda::{CudaEventTimer, SyncMode};
+use crate::gpu::cuda::CudaEventTimer;
 use crate::gpu::nvml::GpuInfo;
 use crate::gpu::telemetry::Sampler;
 use crate::gpu::GpuError;
@@ -286,10 +286,11 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
         // loaded by one `infer`), then end-to-end wall time per inference beside it.
         Some(gpu) => engine.infer(&latency_inputs).and_then(|_| {
             let compute = {
-                let mut timer = CudaEventTimer::new(&gpu, SyncMode::Spin, false, || {
-                    engine.enqueue().map_err(|e| GpuError::Cuda(e.to_string()))
-                })
-                .map_err(gpu_err)?;
+                let mut timer =
+                    CudaEventTimer::new(&gpu, ctx.latency.sync, ctx.latency.cuda_graph, || {
+                        engine.enqueue().map_err(|e| GpuError::Cuda(e.to_string()))
+                    })
+                    .map_err(gpu_err)?;
                 measure_latency(ctx, cell, criterion_out, &mut timer).map_err(gpu_err)?
             };
             record.end_to_end = Some(latency::measure_wall(&ctx.latency, cell.batch, || {

@@ -39,9 +39,16 @@ impl GpuContext {
     /// A context and a new (non-default) stream on GPU `ordinal` (CUDA's ordering).
     pub fn new(ordinal: usize) -> Result<GpuContext, GpuError> {
         if !driver_present() {
-            return Err(GpuError::Cuda("libcuda.so could not be loaded".into()));
+            return Err(GpuError::CudaUnavailable(
+                "libcuda.so could not be loaded".into(),
+            ));
         }
         let ctx = CudaContext::new(ordinal).map_err(cuda_err)?;
+        // Everything calibench does on a context runs on its one stream, so stream order is all
+        // the synchronization needed. cudarc's cross-stream event tracking would make stream
+        // capture wait on events recorded outside it, which invalidates CUDA graph capture.
+        // SAFETY: no buffer of this context is used on another stream.
+        unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(cuda_err)?;
         Ok(GpuContext { ctx, stream })
     }
@@ -212,7 +219,9 @@ impl SpinKernel {
     /// Compiles the kernel with nvrtc and loads it on a context.
     pub fn new(ctx: &GpuContext) -> Result<SpinKernel, GpuError> {
         if !nvrtc_present() {
-            return Err(GpuError::Cuda("libnvrtc.so could not be loaded".into()));
+            return Err(GpuError::CudaUnavailable(
+                "libnvrtc.so could not be loaded".into(),
+            ));
         }
         let ptx = cudarc::nvrtc::compile_ptx(SPIN_SOURCE).map_err(cuda_err)?;
         let module = ctx.ctx.load_module(ptx).map_err(cuda_err)?;

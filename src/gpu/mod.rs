@@ -19,7 +19,10 @@ pub enum GpuError {
     /// An NVML call failed.
     #[error("NVML: {0}")]
     Nvml(String),
-    /// CUDA could not be loaded or a CUDA call failed.
+    /// A CUDA library could not be loaded.
     #[error("CUDA: {0}\nfix: GPU execution needs the NVIDIA driver's libcuda.so.1 (and libnvrtc/libcublasLt from a CUDA toolkit or the nvidia-*-cu* wheels)")]
+    CudaUnavailable(String),
+    /// A CUDA call failed.
+    #[error("CUDA: {0}")]
     Cuda(String),
 }

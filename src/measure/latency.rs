@@ -142,9 +142,13 @@ fn run_criterion<T: IterationTimer>(
     ))
 }
 
-/// criterion's folder name for a cell key (no path separators).
+/// criterion's folder name for a cell key: no path separators, and at most 64 characters,
+/// since criterion cuts longer names (cells keyed by a GPU UUID would otherwise share a folder);
+/// long keys keep their start and end in a hash of the whole key.
 pub fn criterion_id(key: &str) -> String {
-    key.chars()
+    const MAX: usize = 64;
+    let safe: String = key
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
                 c
@@ -152,7 +156,15 @@ pub fn criterion_id(key: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    if safe.len() <= MAX {
+        return safe;
+    }
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(key.as_bytes());
+    let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+    let tail = &safe[safe.len() - 20..];
+    format!("{}~{hex}~{tail}", &safe[..MAX - 22 - hex.len()])
 }
 
 #[derive(Deserialize)]
@@ -433,6 +445,23 @@ mod tests {
             .path()
             .join("m_none_cpu_fp32_reference_b4/new/estimates.json")
             .is_file());
+    }
+
+    #[test]
+    fn criterion_ids_of_long_keys_stay_short_and_distinct() {
+        let a = "digits/none/GPU-80aab29b-12cc-ec6b-2a36-2363ebe173ad/fp32/cuda/b1";
+        let b = "digits/none/GPU-80aab29b-12cc-ec6b-2a36-2363ebe173ad/fp32/cuda/b256";
+        let (ia, ib) = (criterion_id(a), criterion_id(b));
+        assert!(ia.len() <= 64 && ib.len() <= 64, "{ia} {ib}");
+        assert_ne!(ia, ib);
+        assert!(
+            ia.starts_with("digits_none_GPU-80aab29b") && ia.ends_with("fp32_cuda_b1"),
+            "{ia}"
+        );
+        assert_eq!(
+            criterion_id("m/none/cpu/fp32/reference/b4"),
+            "m_none_cpu_fp32_reference_b4"
+        );
     }
 
     #[test]

@@ -12,12 +12,17 @@ fn fixtures() -> std::path::PathBuf {
 }
 
 /// Runs the digits CNN on GPU 0 with the cuda backend through the CLI; `None` without a GPU.
-fn run_digits(precisions: &str, batches: &str, extra: &[&str]) -> Option<Vec<Record>> {
+fn run_digits(
+    dir: &Path,
+    run_id: &str,
+    precisions: &str,
+    batches: &str,
+    extra: &[&str],
+) -> Option<Vec<Record>> {
     if !calibench::gpu::cuda::driver_present() {
         eprintln!("skipped: no CUDA driver (libcuda.so) on this machine");
         return None;
     }
-    let dir = tempfile::tempdir().unwrap();
     let f = fixtures();
     let spec = format!(
         "version = 1\nname = \"cuda\"\n[axes]\nprecisions = [{precisions}]\nbackends = [\"cuda\"]\n\
@@ -30,17 +35,17 @@ fn run_digits(precisions: &str, batches: &str, extra: &[&str]) -> Option<Vec<Rec
         f.join("eval_labels.npy").display(),
         f.join("eval_ref.npy").display(),
     );
-    let spec_path = dir.path().join("cuda.toml");
+    let spec_path = dir.join("cuda.toml");
     std::fs::write(&spec_path, spec).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_calibench"))
-        .args(["run", "--no-criterion", "--run-id", "cuda", "--output"])
-        .arg(dir.path())
+        .args(["run", "--no-criterion", "--run-id", run_id, "--output"])
+        .arg(dir)
         .arg(&spec_path)
         .args(extra)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let records = read_results(&dir.path().join("cuda")).unwrap().records;
+    let records = read_results(&dir.join(run_id)).unwrap().records;
     for record in &records {
         assert_eq!(
             record.status.to_string(),
@@ -55,8 +60,13 @@ fn run_digits(precisions: &str, batches: &str, extra: &[&str]) -> Option<Vec<Rec
 
 #[test]
 fn cuda_graph_launches_are_timed_when_asked() {
-    let Some(records) = run_digits("\"fp32\"", "8", &["--use-cuda-graph", "--sync", "blocking"])
-    else {
+    let Some(records) = run_digits(
+        tempfile::tempdir().unwrap().path(),
+        "graph",
+        "\"fp32\"",
+        "8",
+        &["--use-cuda-graph", "--sync", "blocking"],
+    ) else {
         return;
     };
     let latency = records[0].latency.as_ref().unwrap();
@@ -67,7 +77,13 @@ fn cuda_graph_launches_are_timed_when_asked() {
 
 #[test]
 fn digits_cnn_on_the_gpu_agrees_with_the_fp32_reference() {
-    let Some(records) = run_digits("\"fp32\", \"fp16\"", "1, 64", &[]) else {
+    let Some(records) = run_digits(
+        tempfile::tempdir().unwrap().path(),
+        "cuda",
+        "\"fp32\", \"fp16\"",
+        "1, 64",
+        &[],
+    ) else {
         return;
     };
     assert_eq!(records.len(), 4);
@@ -104,5 +120,26 @@ fn digits_cnn_on_the_gpu_agrees_with_the_fp32_reference() {
         assert!(compute.iterations > 0 && end_to_end.iterations > 0);
         let engine = record.engine.as_ref().unwrap();
         assert_eq!(engine.layer_precisions.get(&precision), Some(&5));
+    }
+}
+
+#[test]
+fn a_rerun_loads_the_stored_engines_instead_of_building() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(first) = run_digits(dir.path(), "first", "\"fp32\", \"fp16\"", "4", &[]) else {
+        return;
+    };
+    let again = run_digits(dir.path(), "again", "\"fp32\", \"fp16\"", "4", &[]).unwrap();
+    for (a, b) in first.iter().zip(&again) {
+        assert!(!a.engine.as_ref().unwrap().cached);
+        assert!(b.engine.as_ref().unwrap().cached, "{:?}", b.cell);
+        let (x, y) = (
+            &a.accuracy.as_ref().unwrap().outputs[0],
+            &b.accuracy.as_ref().unwrap().outputs[0],
+        );
+        assert_eq!(
+            x.max_abs, y.max_abs,
+            "a loaded engine computes what the built one did"
+        );
     }
 }

@@ -9,7 +9,7 @@ use crate::model::tensor::TensorSpec;
 use tract_onnx::pb;
 
 /// Geometry of a convolution or pooling window over an NCHW tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     /// Batch, channels, height, width of the input.
     pub n: usize,
@@ -40,7 +40,7 @@ pub struct Window {
 }
 
 /// One step of the plan; `x`/`y` index activation buffers, `w`/`b` weight buffers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Layer {
     /// im2col, a GEMM with the weights, then bias (+ a fused Relu) into NCHW.
     Conv {
@@ -70,7 +70,7 @@ pub enum Layer {
 }
 
 /// A graph input or output and the buffer that holds it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PlanIo {
     /// Name and shape at the cell's batch size.
     pub spec: TensorSpec,
@@ -79,7 +79,8 @@ pub struct PlanIo {
 }
 
 /// The whole plan.
-#[derive(Debug, Clone)]
+/// Serialized (JSON) as the cuda backend's stored engine: weights and layers, no GPU state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// Layers in execution order.
     pub layers: Vec<Layer>,
@@ -439,6 +440,14 @@ mod tests {
         };
         assert_eq!((g.c, g.h, g.cout, g.oh), (8, 4, 16, 4));
         assert_eq!(plan.max_cols, 8 * 9 * 4 * 4 * 4);
+    }
+
+    #[test]
+    fn plan_round_trips_through_its_stored_form() {
+        let plan = Plan::from_model(&digits(), 2).unwrap();
+        let bytes = serde_json::to_vec(&plan).unwrap();
+        let back: Plan = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, plan, "weights must come back bit for bit");
     }
 
     #[test]

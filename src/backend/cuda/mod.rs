@@ -15,7 +15,7 @@ use cudarc::driver::{
     CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 
-use super::{check_inputs, Backend, BackendError, BuildRequest, Engine};
+use super::{check_inputs, Backend, BackendError, BuildRequest, Engine, StoredEngine};
 use crate::gpu::cuda::{nvrtc_present, GpuContext};
 use crate::matrix::{BackendKind, Precision};
 use crate::model::onnx::OnnxModel;
@@ -42,31 +42,67 @@ impl Backend for CudaBackend {
     }
 
     fn build(&self, request: &BuildRequest<'_>) -> Result<Box<dyn Engine>, BackendError> {
-        let ordinal = request
-            .gpu_ordinal
-            .ok_or_else(|| build_err("the cuda backend runs on a GPU; this cell has none"))?;
-        let ctx = GpuContext::new(ordinal).map_err(build_err)?;
-        let precision = request.cell.precision;
-        if matches!(precision, Precision::Int8 | Precision::Best) {
-            return Err(build_err(format!(
+        let (ctx, precision) = context_for(request)?;
+        let model = OnnxModel::load(request.model_path).map_err(build_err)?;
+        let plan = Plan::from_model(&model, request.cell.batch).map_err(build_err)?;
+        engine_for(&ctx, precision, plan)
+    }
+
+    fn load(
+        &self,
+        request: &BuildRequest<'_>,
+        bytes: &[u8],
+        origin: &std::path::Path,
+    ) -> Result<Box<dyn Engine>, BackendError> {
+        let (ctx, precision) = context_for(request)?;
+        let (_, payload) = StoredEngine::decode(bytes, origin, "cuda")?;
+        let plan: Plan = serde_json::from_slice(payload).map_err(|e| {
+            build_err(format!(
+                "{}: not a calibench cuda engine ({e})\nfix: delete it; it is rebuilt on the next run",
+                origin.display()
+            ))
+        })?;
+        engine_for(&ctx, precision, plan)
+    }
+}
+
+/// The cell's GPU context and precision, once the precision is one this backend runs.
+fn context_for(request: &BuildRequest<'_>) -> Result<(GpuContext, Precision), BackendError> {
+    let ordinal = request
+        .gpu_ordinal
+        .ok_or_else(|| build_err("the cuda backend runs on a GPU; this cell has none"))?;
+    let ctx = GpuContext::new(ordinal).map_err(build_err)?;
+    let precision = request.cell.precision;
+    check_precision(precision)?;
+    Ok((ctx, precision))
+}
+
+fn check_precision(precision: Precision) -> Result<(), BackendError> {
+    if matches!(precision, Precision::Int8 | Precision::Best) {
+        return Err(build_err(format!(
                 "the cuda backend runs fp32 and fp16 so far; {precision} is not implemented yet \
                  (fix: use the reference backend for int8/best, or drop {precision} from this cell)"
             )));
-        }
-        let model = OnnxModel::load(request.model_path).map_err(build_err)?;
-        let plan = Plan::from_model(&model, request.cell.batch).map_err(build_err)?;
-        if !nvrtc_present() {
-            return Err(BackendError::Unavailable {
-                backend: "cuda",
-                reason: "libnvrtc.so could not be loaded".into(),
-                fix: "install the CUDA toolkit's nvrtc (libnvrtc.so) or add it to LD_LIBRARY_PATH"
-                    .into(),
-            });
-        }
-        match precision {
-            Precision::Fp16 => Ok(Box::new(CudaEngine::<half::f16>::new(&ctx, plan)?)),
-            _ => Ok(Box::new(CudaEngine::<f32>::new(&ctx, plan)?)),
-        }
+    }
+    Ok(())
+}
+
+fn engine_for(
+    ctx: &GpuContext,
+    precision: Precision,
+    plan: Plan,
+) -> Result<Box<dyn Engine>, BackendError> {
+    if !nvrtc_present() {
+        return Err(BackendError::Unavailable {
+            backend: "cuda",
+            reason: "libnvrtc.so could not be loaded".into(),
+            fix: "install the CUDA toolkit's nvrtc (libnvrtc.so) or add it to LD_LIBRARY_PATH"
+                .into(),
+        });
+    }
+    match precision {
+        Precision::Fp16 => Ok(Box::new(CudaEngine::<half::f16>::new(ctx, plan)?)),
+        _ => Ok(Box::new(CudaEngine::<f32>::new(ctx, plan)?)),
     }
 }
 
@@ -445,6 +481,14 @@ where
 
     fn gpu_context(&self) -> Option<GpuContext> {
         Some(self.ctx.clone())
+    }
+
+    fn serialize(&self) -> Option<Vec<u8>> {
+        let header = StoredEngine {
+            layer_counts: self.layer_precisions(),
+            diagnostics: Vec::new(),
+        };
+        header.encode(&serde_json::to_vec(&self.plan).ok()?)
     }
 
     fn enqueue(&mut self) -> Result<(), BackendError> {

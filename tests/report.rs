@@ -119,8 +119,17 @@ fn record(
 }
 
 fn records() -> Vec<Record> {
+    // A GPU engine's record: compute time from CUDA events, end-to-end time beside it.
+    let mut gpu_fp32 = record("m", None, Precision::Fp32, 0.9875, 1.0, Status::Ok);
+    let compute = gpu_fp32.latency.as_mut().unwrap();
+    compute.clock = "cuda-event".into();
+    let mut end_to_end = compute.clone();
+    end_to_end.clock = "wall".into();
+    end_to_end.median_ms = 1.25;
+    end_to_end.p99_ms = 2.5;
+    gpu_fp32.end_to_end = Some(end_to_end);
     vec![
-        record("m", None, Precision::Fp32, 0.9875, 1.0, Status::Ok),
+        gpu_fp32,
         record("m", None, Precision::Fp16, 0.9875, 0.8, Status::Ok),
         record(
             "m",

@@ -44,6 +44,9 @@ struct Row<'a> {
     std_ms: Option<f64>,
     inferences_per_s: Option<f64>,
     samples_per_s: Option<f64>,
+    /// GPU engines: end-to-end (copies + compute + sync) median and p99.
+    end_to_end_median_ms: Option<f64>,
+    end_to_end_p99_ms: Option<f64>,
     accuracy_passed: Option<bool>,
     accuracy_reason: Option<&'a str>,
     calibench_version: &'a str,
@@ -87,6 +90,8 @@ impl<'a> Row<'a> {
             std_ms: lat.map(|l| l.std_ms),
             inferences_per_s: lat.map(|l| l.inferences_per_s),
             samples_per_s: lat.map(|l| l.samples_per_s),
+            end_to_end_median_ms: r.end_to_end.as_ref().map(|l| l.median_ms),
+            end_to_end_p99_ms: r.end_to_end.as_ref().map(|l| l.p99_ms),
             accuracy_passed: r.accuracy.as_ref().map(|a| a.passed),
             accuracy_reason: r.accuracy.as_ref().and_then(|a| a.reason.as_deref()),
             calibench_version: &r.calibench.version,

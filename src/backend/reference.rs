@@ -387,17 +387,19 @@ mod tests {
         (x, r.iter().take(n * 10).copied().collect())
     }
 
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    }
+
     #[test]
     fn fp32_matches_onnxruntime_reference_outputs() {
         let (x, reference) = eval_batch(16);
         let out = build(Precision::Fp32, 16).infer(&[x]).unwrap();
         assert_eq!(out[0].shape, vec![16, 10]);
-        let max = out[0]
-            .data
-            .iter()
-            .zip(&reference)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let max = max_abs_diff(&out[0].data, &reference);
         assert!(max < 1e-4, "tract vs onnxruntime max abs diff {max}");
     }
 
@@ -407,12 +409,7 @@ mod tests {
         for p in [Precision::Fp16, Precision::Int8, Precision::Best] {
             let mut e = build(p, 8);
             let out = e.infer(std::slice::from_ref(&x)).unwrap();
-            let max = out[0]
-                .data
-                .iter()
-                .zip(&reference)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let max = max_abs_diff(&out[0].data, &reference);
             let range = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
             assert!(max > 0.0, "{p}: simulation must change something");
             assert!(

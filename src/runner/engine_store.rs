@@ -245,29 +245,22 @@ mod tests {
         let store = EngineStore::new(dir.path());
         let c = cell(Precision::Fp32);
         let big = vec![7u8; 4 << 20];
+        let k = EngineKey {
+            cell: &c,
+            model_sha256: "a",
+            cache_sha256: None,
+            backend_version: "v",
+            device: "cpu",
+        };
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
-                    let k = EngineKey {
-                        cell: &c,
-                        model_sha256: "a",
-                        cache_sha256: None,
-                        backend_version: "v",
-                        device: "cpu",
-                    };
                     for _ in 0..5 {
                         store.put(&k, &big).unwrap();
                     }
                 });
             }
             s.spawn(|| {
-                let k = EngineKey {
-                    cell: &c,
-                    model_sha256: "a",
-                    cache_sha256: None,
-                    backend_version: "v",
-                    device: "cpu",
-                };
                 for _ in 0..50 {
                     if let Some((_, b)) = store.get(&k) {
                         assert_eq!(b.len(), big.len(), "a reader saw a partial engine");

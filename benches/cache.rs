@@ -6,7 +6,8 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use calibench::backend::reference::ReferenceActivations;
+use calibench::backend::reference;
+use calibench::cache::calibrate::EngineActivations;
 use calibench::cache::calibrate::{collect_ranges, Method};
 use calibench::cache::CalibrationCache;
 use calibench::model::data::Dataset;
@@ -53,8 +54,14 @@ fn entropy(c: &mut Criterion) {
     for method in [Method::Entropy, Method::MinMax, Method::Percentile(99.99)] {
         group.bench_function(method.to_string(), |b| {
             b.iter(|| {
-                let mut source =
-                    ReferenceActivations::new(&model, tensors.clone(), data.clone(), 200).unwrap();
+                let mut source = EngineActivations::new(
+                    &model,
+                    tensors.clone(),
+                    data.clone(),
+                    200,
+                    &reference::fp32_engine,
+                )
+                .unwrap();
                 collect_ranges(&mut source, method).unwrap()
             })
         });

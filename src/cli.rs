@@ -201,6 +201,9 @@ pub struct CalibrateArgs {
     /// Backend that runs the model: reference (CPU) or cuda (GPU).
     #[arg(long, default_value = "reference", value_parser = ["reference", "cuda"])]
     pub backend: String,
+    /// GPU (CUDA ordinal) that runs the model with `--backend cuda`.
+    #[arg(long, default_value_t = 0, value_name = "INDEX")]
+    pub gpu: usize,
     /// Samples per batch.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,

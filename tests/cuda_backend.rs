@@ -1,11 +1,230 @@
-//! The cuda backend on a real GPU: the digits CNN at fp32 and fp16 against onnxruntime's fp32
-//! reference outputs. Skips, saying why, where no GPU driver is present (CI).
+//! The cuda backend on a real GPU: onnx's operator test cases at fp32, the digits CNN at fp32
+//! and fp16 against onnxruntime's fp32 reference outputs, and at int8 and best against the
+//! reference backend running the same cache. Skips, saying why, where no GPU driver is
+//! present (CI).
+
+mod common;
 
 use std::path::Path;
 use std::process::Command;
 
+use calibench::backend::cuda::CudaBackend;
+use calibench::backend::reference::ReferenceBackend;
+use calibench::backend::{Backend, BuildRequest, Engine};
+use calibench::matrix::{BackendKind, Cell, Precision};
+use calibench::model::data::read_arrays;
+use calibench::model::Tensor;
 use calibench::results::schema::Record;
 use calibench::results::store::read_results;
+
+fn gpu_present() -> bool {
+    let present = calibench::gpu::cuda::driver_present();
+    if !present {
+        eprintln!("skipped: no CUDA driver (libcuda.so) on this machine");
+    }
+    present
+}
+
+/// Builds an engine of `backend` for a model file (GPU 0 for cuda).
+fn build(
+    backend: &dyn Backend,
+    model: &Path,
+    cache: Option<&Path>,
+    precision: Precision,
+    batch: usize,
+) -> Result<Box<dyn Engine>, String> {
+    let cell = Cell {
+        model: "m".into(),
+        cache: cache.map(|_| "c".into()),
+        device: "0".into(),
+        precision,
+        backend: backend.kind(),
+        batch,
+    };
+    let request = BuildRequest {
+        cell: &cell,
+        model_path: model,
+        cache_path: cache,
+        gpu_ordinal: (backend.kind() == BackendKind::Cuda).then_some(0),
+    };
+    backend.build(&request).map_err(|e| e.to_string())
+}
+
+/// Cases of the operators the cuda backend runs; each must match onnx's expected outputs.
+const MUST_PASS: &[&str] = &[
+    "test_add",
+    "test_add_bcast",
+    "test_mul",
+    "test_mul_bcast",
+    "test_relu",
+    "test_conv_with_strides_padding",
+    "test_conv_with_strides_no_padding",
+    "test_conv_with_strides_and_asymmetric_padding",
+    "test_averagepool_2d_default",
+    "test_averagepool_2d_pads",
+    "test_averagepool_2d_pads_count_include_pad",
+    "test_averagepool_2d_strides",
+    "test_globalaveragepool",
+    "test_globalaveragepool_precomputed",
+    "test_batchnorm_epsilon",
+    "test_batchnorm_example",
+    "test_concat_2d_axis_0",
+    "test_concat_3d_axis_1",
+    "test_flatten_axis1",
+    "test_flatten_default_axis",
+    "test_flatten_negative_axis1",
+    "test_gemm_alpha",
+    "test_gemm_beta",
+    "test_gemm_default_vector_bias",
+    "test_gemm_transposeB",
+    "test_matmul_2d",
+    "test_maxpool_2d_default",
+    "test_maxpool_2d_pads",
+    "test_maxpool_2d_strides",
+    "test_reshape_negative_dim",
+    "test_reshape_reordered_all_dims",
+    "test_reshape_zero_dim",
+    "test_softmax_axis_1",
+    "test_softmax_default_axis",
+    "test_softmax_large_number",
+];
+
+#[test]
+fn onnx_node_cases_pass_on_the_cuda_backend() {
+    if !gpu_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut passed, mut refused, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    for case in common::cases(&[common::PARAMETERS, common::WEIGHTS]) {
+        let path = dir.path().join(format!("{}.onnx", case.name));
+        std::fs::write(&path, case.model.to_bytes()).unwrap();
+        match build(&CudaBackend, &path, None, Precision::Fp32, case.batch()) {
+            Err(e) => refused.push(format!("{}: {}", case.name, e.lines().next().unwrap_or(""))),
+            Ok(mut engine) => {
+                // fp32 on the GPU: the same arithmetic up to summation order (no TF32).
+                let result = engine
+                    .infer(&case.inputs)
+                    .map_err(|e| e.to_string())
+                    .and_then(|out| common::compare(&out, &case.expected, 1e-5, 1e-4));
+                match result {
+                    Ok(()) => passed.push(case.name),
+                    Err(e) => failed.push(format!("{}: {e}", case.name)),
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{} passed; refused at build:\n  {}",
+        passed.len(),
+        refused.join("\n  ")
+    );
+    assert!(failed.is_empty(), "wrong results:\n{}", failed.join("\n"));
+    let missing: Vec<&&str> = MUST_PASS
+        .iter()
+        .filter(|c| !passed.iter().any(|p| p == **c))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not run: {missing:?}\nrefused:\n{}",
+        refused.join("\n")
+    );
+    for r in &refused {
+        assert!(
+            r.contains("node ") && r.contains("not supported"),
+            "unclear refusal: {r}"
+        );
+    }
+}
+
+fn eval_inputs(batch: usize) -> Tensor {
+    let (_, all) = read_arrays(&fixtures().join("eval_inputs.npy"))
+        .unwrap()
+        .remove(0);
+    let per: usize = all.shape[1..].iter().product();
+    let mut shape = all.shape.clone();
+    shape[0] = batch;
+    Tensor::new(shape, all.data[..batch * per].to_vec()).unwrap()
+}
+
+/// Differences between two outputs: (max, p99) of |a − b|, and rows whose argmax agrees.
+fn compare_logits(a: &Tensor, b: &Tensor) -> (f32, f32, usize) {
+    let mut diffs: Vec<f32> = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).abs())
+        .collect();
+    diffs.sort_by(f32::total_cmp);
+    let classes = a.shape[1];
+    let argmax = |t: &Tensor, r: usize| {
+        (0..classes)
+            .max_by(|&i, &j| t.data[r * classes + i].total_cmp(&t.data[r * classes + j]))
+            .unwrap()
+    };
+    let agree = (0..a.shape[0])
+        .filter(|&r| argmax(a, r) == argmax(b, r))
+        .count();
+    (diffs[diffs.len() - 1], diffs[diffs.len() * 99 / 100], agree)
+}
+
+/// int8 and best on the GPU against the reference backend with the same cache.
+#[test]
+fn int8_and_best_agree_with_the_reference_backend() {
+    if !gpu_present() {
+        return;
+    }
+    let (model, cache) = (
+        fixtures().join("digits_cnn.onnx"),
+        fixtures().join("digits_cnn.entropy.cache"),
+    );
+    let batch = 256;
+    let input = eval_inputs(batch);
+    let input = std::slice::from_ref(&input);
+    let infer = |backend: &dyn Backend, precision: Precision| {
+        let cache = precision.needs_cache().then_some(cache.as_path());
+        let mut engine = build(backend, &model, cache, precision, batch).unwrap();
+        let out = engine.infer(input).unwrap().remove(0);
+        (out, engine)
+    };
+    let (fp32, _) = infer(&ReferenceBackend, Precision::Fp32);
+    let (int8_ref, int8_ref_engine) = infer(&ReferenceBackend, Precision::Int8);
+    let (int8_gpu, int8_gpu_engine) = infer(&CudaBackend, Precision::Int8);
+    let (best_ref, _) = infer(&ReferenceBackend, Precision::Best);
+    let (best_gpu, best_gpu_engine) = infer(&CudaBackend, Precision::Best);
+    let (quant_max, quant_p99, _) = compare_logits(&int8_ref, &fp32);
+
+    // int8: the same fake-quantized tensors on both sides, so they differ only where float
+    // summation order moves a value across a rounding boundary of its int8 grid (rare; one
+    // step of the last hidden tensor moves a logit by about step · max|w| ≈ 0.05).
+    let (max, p99, agree) = compare_logits(&int8_gpu, &int8_ref);
+    eprintln!("int8 vs reference int8: max |Δ| {max:.3e}, p99 {p99:.3e}, top-1 agreement {agree}/{batch}; int8 vs fp32 max |Δ| {quant_max:.3}, p99 {quant_p99:.3}");
+    assert_eq!(
+        int8_gpu_engine.layer_precisions(),
+        int8_ref_engine.layer_precisions()
+    );
+    assert!(p99 < 1e-3 && max < 0.5, "p99 {p99}, max {max}");
+    assert!(agree >= batch * 99 / 100, "top-1 agreement {agree}/{batch}");
+
+    // best: fp16 storage, and each layer keeps int8 or fp16, whichever ran faster; a layer that
+    // kept fp16 skips its int8 rounding, so best differs from the reference's all-int8 best by
+    // at most what int8 itself changes (int8 vs fp32), at the maximum and at p99.
+    let (max, p99, agree) = compare_logits(&best_gpu, &best_ref);
+    let layers = best_gpu_engine.layers();
+    eprintln!("best vs reference best: max |Δ| {max:.3e}, p99 {p99:.3e}, top-1 agreement {agree}/{batch}, layers {:?}",
+        layers.iter().map(|l| format!("{}={}", l.layer, l.precision)).collect::<Vec<_>>());
+    assert!(
+        layers
+            .iter()
+            .all(|l| l.precision == "int8" || l.precision == "fp16"),
+        "{layers:?}"
+    );
+    assert!(
+        max <= quant_max && p99 <= quant_p99,
+        "p99 {p99}, max {max} (int8 vs fp32: p99 {quant_p99}, max {quant_max})"
+    );
+    assert!(agree >= batch * 97 / 100, "top-1 agreement {agree}/{batch}");
+}
 
 fn fixtures() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/digits")
@@ -19,8 +238,7 @@ fn run_digits(
     batches: &str,
     extra: &[&str],
 ) -> Option<Vec<Record>> {
-    if !calibench::gpu::cuda::driver_present() {
-        eprintln!("skipped: no CUDA driver (libcuda.so) on this machine");
+    if !gpu_present() {
         return None;
     }
     let f = fixtures();
@@ -119,7 +337,8 @@ fn digits_cnn_on_the_gpu_agrees_with_the_fp32_reference() {
         assert!(compute.median_ms > 0.0 && end_to_end.median_ms > 0.0);
         assert!(compute.iterations > 0 && end_to_end.iterations > 0);
         let engine = record.engine.as_ref().unwrap();
-        assert_eq!(engine.layer_precisions.get(&precision), Some(&5));
+        // Conv, Relu, MaxPool, Conv, Relu, Gemm, Relu, Gemm, as the reference backend counts.
+        assert_eq!(engine.layer_precisions.get(&precision), Some(&8));
     }
 }
 
@@ -141,5 +360,53 @@ fn a_rerun_loads_the_stored_engines_instead_of_building() {
             x.max_abs, y.max_abs,
             "a loaded engine computes what the built one did"
         );
+    }
+}
+
+/// `calibrate --backend cuda` computes the activations on the GPU; its ranges match the
+/// reference backend's (fp32 on both sides: minmax exactly up to rounding, entropy's
+/// histogram thresholds within a bin).
+#[test]
+fn calibration_on_the_gpu_matches_the_reference_backend() {
+    if !gpu_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixtures();
+    let read = |method: &str, backend: &str| {
+        let out = dir.path().join(format!("{method}.{backend}.cache"));
+        let status = Command::new(env!("CARGO_BIN_EXE_calibench"))
+            .args([
+                "calibrate",
+                "--method",
+                method,
+                "--backend",
+                backend,
+                "--model",
+            ])
+            .arg(f.join("digits_cnn.onnx"))
+            .arg("--data")
+            .arg(f.join("calib.npy"))
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        calibench::cache::CalibrationCache::read(&out).unwrap()
+    };
+    for (method, bound) in [("minmax", 1e-5), ("entropy", 1e-2)] {
+        let (gpu, cpu) = (read(method, "cuda"), read(method, "reference"));
+        assert_eq!(gpu.entries.len(), cpu.entries.len());
+        let mut worst = 0f32;
+        for (a, b) in gpu.entries.iter().zip(&cpu.entries) {
+            assert_eq!(a.name, b.name);
+            worst = worst.max((a.scale() / b.scale() - 1.0).abs());
+        }
+        eprintln!("{method}: largest relative scale difference GPU vs CPU {worst:.2e}");
+        assert!(worst <= bound, "{method}: {worst}");
     }
 }

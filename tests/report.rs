@@ -68,6 +68,7 @@ fn record(
                 8,
             )]
             .into(),
+            layers: Vec::new(),
         }),
         end_to_end: None,
         latency: Some(Latency {
@@ -255,6 +256,10 @@ fn html_report_has_every_section() {
     );
     assert!(html.contains("NVIDIA L4"), "the cache's origin is shown");
     assert!(html.contains("0123456789ab"), "the commit is shown");
+    assert!(
+        html.contains("1.2500 &#x2F; 2.5000"),
+        "a GPU cell shows end-to-end median / p99 beside compute time"
+    );
 }
 
 fn calibench(args: &[&str]) -> Output {

@@ -156,6 +156,10 @@ pub trait Engine {
     fn layer_precisions(&self) -> BTreeMap<String, usize> {
         BTreeMap::new()
     }
+    /// Precision of each layer, in execution order (empty where the backend does not say).
+    fn layers(&self) -> Vec<crate::model::precision::LayerPrecision> {
+        Vec::new()
+    }
     /// What the build found worth telling (uncovered tensors, TensorRT warnings).
     fn diagnostics(&self) -> Vec<EngineDiagnostic> {
         Vec::new()

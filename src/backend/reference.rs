@@ -7,10 +7,8 @@ use std::collections::BTreeMap;
 use tract_onnx::prelude::*;
 
 use super::{Backend, BackendError, BuildRequest, Engine};
-use crate::cache::calibrate::ActivationSource;
 use crate::cache::CalibrationCache;
 use crate::matrix::BackendKind;
-use crate::model::data::Dataset;
 use crate::model::onnx::OnnxModel;
 use crate::model::precision::{self, PrecisionPlan};
 use crate::model::{qdq, Tensor, TensorSpec};
@@ -109,83 +107,15 @@ impl ReferenceEngine {
     }
 }
 
-/// Activations of every tensor TensorRT would quantize, computed at fp32 batch by batch:
-/// what `calibench calibrate --backend reference` feeds the range methods.
-pub struct ReferenceActivations {
-    tensors: Vec<String>,
-    data: Dataset,
-    batch: usize,
-    full: ReferenceEngine,
-    remainder: Option<ReferenceEngine>,
-}
-
-impl ReferenceActivations {
-    /// Prepares a model to expose `tensors` as outputs, at batch `batch` (plus an engine for
-    /// the last, smaller batch, so no padding enters the statistics).
-    pub fn new(
-        model: &OnnxModel,
-        tensors: Vec<String>,
-        data: Dataset,
-        batch: usize,
-    ) -> Result<ReferenceActivations, BackendError> {
-        let mut exposed = model.clone();
-        exposed.graph_mut().output = tensors
-            .iter()
-            .map(|t| crate::model::onnx::pb::ValueInfoProto {
-                name: t.clone(),
-                ..Default::default()
-            })
-            .collect();
-        let samples = data.samples();
-        if samples == 0 {
-            return Err(BackendError::Build(
-                "the calibration data holds no samples".into(),
-            ));
-        }
-        let batch = batch.clamp(1, samples);
-        let plan = || precision::plan(&exposed, crate::matrix::Precision::Fp32, None);
-        let full = ReferenceEngine::compile(&exposed, batch, plan())?;
-        let remainder = match samples % batch {
-            0 => None,
-            r => Some(ReferenceEngine::compile(&exposed, r, plan())?),
-        };
-        Ok(ReferenceActivations {
-            tensors,
-            data,
-            batch,
-            full,
-            remainder,
-        })
-    }
-}
-
-impl ActivationSource for ReferenceActivations {
-    fn tensors(&self) -> &[String] {
-        &self.tensors
-    }
-
-    fn batches(&self) -> usize {
-        self.data.samples().div_ceil(self.batch)
-    }
-
-    fn run(&mut self, index: usize) -> Result<Vec<Vec<f32>>, String> {
-        let start = index * self.batch;
-        let count = self.batch.min(self.data.samples() - start);
-        let engine = if count == self.batch {
-            &mut self.full
-        } else {
-            self.remainder.as_mut().expect("made for the last batch")
-        };
-        let outs = engine
-            .infer(&self.data.batch(start, count, count))
-            .map_err(|e| e.to_string())?;
-        Ok(outs.into_iter().map(|t| t.data).collect())
-    }
+/// An fp32 engine of `model` at `batch`, for calibration (`cache::calibrate::EngineActivations`).
+pub fn fp32_engine(model: &OnnxModel, batch: usize) -> Result<Box<dyn Engine>, BackendError> {
+    let plan = precision::plan(model, crate::matrix::Precision::Fp32, None);
+    Ok(Box::new(ReferenceEngine::compile(model, batch, plan)?))
 }
 
 /// calibench's own check of the cache against the model, as diagnostics: what TensorRT would
 /// report as "Missing scale and zero-point", plus scales it could not use.
-fn plan_diagnostics(plan: &PrecisionPlan) -> Vec<super::EngineDiagnostic> {
+pub(crate) fn plan_diagnostics(plan: &PrecisionPlan) -> Vec<super::EngineDiagnostic> {
     let mut out = Vec::new();
     if !plan.uncovered.is_empty() {
         let shown: Vec<&str> = plan.uncovered.iter().take(5).map(String::as_str).collect();

@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use calibench::backend::reference::ReferenceActivations;
-use calibench::cache::calibrate::{cache_from_ranges, collect_ranges, ActivationSource};
+use calibench::backend::{cuda, reference};
+use calibench::cache::calibrate::{cache_from_ranges, collect_ranges, EngineActivations};
 use calibench::cache::provenance::Provenance;
 use calibench::model::data::Dataset;
 use calibench::model::onnx::OnnxModel;
@@ -18,14 +18,23 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<Outcome> {
     let data = Dataset::read(&args.data, &input_names)?;
     let tensors = model.quantizable_tensors();
     let samples = data.samples();
-    let mut source: Box<dyn ActivationSource> = match args.backend.as_str() {
-        "reference" => Box::new(ReferenceActivations::new(&model, tensors.clone(), data, args.batch)?),
+    let gpu = args.gpu;
+    let (mut source, origin) = match args.backend.as_str() {
+        "reference" => (
+            EngineActivations::new(&model, tensors.clone(), data, args.batch, &reference::fp32_engine)?,
+            "cpu (reference backend)".to_string(),
+        ),
+        "cuda" => {
+            let build = move |m: &OnnxModel, b: usize| cuda::fp32_engine(m, b, gpu);
+            let source = EngineActivations::new(&model, tensors.clone(), data, args.batch, &build)?;
+            (source, gpu_name(gpu))
+        }
         other => bail!(
-            "calibration on the {other} backend is not available in this calibench\nfix: use --backend reference"
+            "calibration on the {other} backend is not available\nfix: use --backend reference or cuda"
         ),
     };
     let start = Instant::now();
-    let ranges = collect_ranges(source.as_mut(), args.method).map_err(anyhow::Error::msg)?;
+    let ranges = collect_ranges(&mut source, args.method).map_err(anyhow::Error::msg)?;
     let cache = cache_from_ranges(&tensors, &ranges, args.method, args.trt_version);
     cache
         .write(&args.output)
@@ -47,7 +56,7 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<Outcome> {
         })),
         dataset_size: Some(samples as u64),
         batch: Some(args.batch.min(samples) as u64),
-        origin_gpu: Some(format!("cpu ({} backend)", args.backend)),
+        origin_gpu: Some(origin),
         tensorrt_version: Some(args.trt_version.to_string()),
         calibench_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         created_at: Some(chrono::Utc::now().to_rfc3339()),
@@ -63,4 +72,18 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<Outcome> {
         sidecar.display()
     );
     Ok(Outcome::Ok)
+}
+
+/// "NVIDIA H100 80GB HBM3 (GPU-…, driver 580.…)" from NVML, or the ordinal where NVML is absent.
+fn gpu_name(ordinal: usize) -> String {
+    calibench::gpu::nvml::inventory()
+        .ok()
+        .and_then(|inv| {
+            let driver = inv.driver;
+            inv.gpus
+                .into_iter()
+                .find(|g| g.index as usize == ordinal)
+                .map(|g| format!("{} ({}, driver {driver})", g.name, g.uuid))
+        })
+        .unwrap_or_else(|| format!("GPU {ordinal} (cuda backend)"))
 }

@@ -43,6 +43,7 @@ fn cell_view(c: &CellSummary) -> serde_json::Value {
         "delta_native": c.delta_top1_vs_native.map_or("–".into(), |v| format!("{v:+.2}")),
         "cosine": num(c.cosine, 5), "max_abs": c.max_abs.map_or("–".into(), |v| format!("{v:.3e}")),
         "median": num(c.median_ms, 4),
+        "end_to_end": c.end_to_end_ms.map_or("–".into(), |(m, p)| format!("{m:.4} / {p:.4}")),
         "ladder": c.ladder_ms.map_or("–".into(), |l| l.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(" / ")),
         "mean_std": c.mean_ms.zip(c.std_ms).map_or("–".into(), |(m, s)| format!("{m:.4} ± {s:.4}")),
         "throughput": num(c.samples_per_s, 0),

@@ -75,6 +75,8 @@ pub struct CellSummary {
     pub delta_top1_vs_native: Option<f64>,
     /// Median latency, ms.
     pub median_ms: Option<f64>,
+    /// End-to-end latency of GPU cells (copies + compute + sync), median and p99, ms.
+    pub end_to_end_ms: Option<(f64, f64)>,
     /// Latency percentiles: min, p50, p90, p95, p99, max (ms).
     pub ladder_ms: Option<[f64; 6]>,
     /// Mean ± standard deviation, ms.
@@ -248,6 +250,11 @@ pub fn analyze(records: &[Record]) -> Analysis {
             delta_top1_vs_fp32: t.zip(fp32.and_then(top1)).map(|(a, b)| a - b),
             delta_top1_vs_native: t.zip(native.and_then(top1)).map(|(a, b)| a - b),
             median_ms: median(r),
+            end_to_end_ms: r
+                .end_to_end
+                .as_ref()
+                .filter(|l| l.iterations > 0)
+                .map(|l| (l.median_ms, l.p99_ms)),
             ladder_ms: lat.map(|l| {
                 [
                     l.min_ms,

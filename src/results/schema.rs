@@ -153,6 +153,9 @@ pub struct EngineInfo {
     /// Layers per precision they actually ran at, e.g. {"int8": 12, "fp32": 2}.
     #[serde(default)]
     pub layer_precisions: std::collections::BTreeMap<String, usize>,
+    /// Precision of each layer (node name, operator, precision), where the backend reports it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<crate::model::precision::LayerPrecision>,
 }
 
 /// Something the build found, with the fix.
@@ -429,6 +432,7 @@ pub(crate) mod tests_support {
                 build_s: 0.5,
                 cached: false,
                 layer_precisions: Default::default(),
+                layers: Vec::new(),
             }),
             end_to_end: None,
             latency: Some(Latency {

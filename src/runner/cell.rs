@@ -232,6 +232,7 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
         build_s: build_start.elapsed().as_secs_f64(),
         cached,
         layer_precisions: engine.layer_precisions(),
+        layers: engine.layers(),
     });
 
     let latency_inputs: Vec<Tensor> = match &eval {

@@ -1,17 +1,29 @@
 //! The cuda backend's plan: an ONNX graph turned into layers over numbered buffers, with shapes
-//! fixed at the cell's batch size and weights laid out for cuBLASLt. CPU-only, so it is tested
-//! without a GPU.
+//! fixed at the cell's batch size, weights laid out for cuBLASLt, and the precision plan's
+//! choices made concrete: per-tensor int8 scales become fake-quantization in the producing
+//! layer's epilogue, and Conv/Gemm/MatMul layers whose input is quantized get int8 weights
+//! (per output channel, max-abs / 127, as the reference backend and TensorRT do). CPU-only, so
+//! it is tested without a GPU.
 
 use std::collections::HashMap;
 
 use crate::model::onnx::{attr_int, float_data, node_label, OnnxModel};
+use crate::model::precision::{LayerPrecision, PrecisionPlan, TensorPrecision};
+use crate::model::qdq::per_channel_scales;
 use crate::model::tensor::TensorSpec;
 use tract_onnx::pb;
+
+/// Largest tensor or scratch buffer, in elements (kernels index with 32-bit integers).
+pub const MAX_ELEMENTS: usize = 1 << 30;
+
+/// Operators the cuda backend runs.
+pub const SUPPORTED_OPS: &str = "Conv, Gemm, MatMul, Add, Mul, Relu, Clip, Sigmoid, MaxPool, \
+AveragePool, GlobalAveragePool, BatchNormalization, Flatten, Reshape, Concat, Softmax";
 
 /// Geometry of a convolution or pooling window over an NCHW tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
-    /// Batch, channels, height, width of the input.
+    /// Batch size.
     pub n: usize,
     /// Input channels.
     pub c: usize,
@@ -39,10 +51,94 @@ pub struct Window {
     pub ow: usize,
 }
 
-/// One step of the plan; `x`/`y` index activation buffers, `w`/`b` weight buffers.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+impl Window {
+    /// Output positions (n · oh · ow), the GEMM's long side.
+    pub fn positions(&self) -> usize {
+        self.n * self.oh * self.ow
+    }
+    /// Output positions padded to a multiple of 4 (cuBLASLt's int8 kernels need it).
+    pub fn positions_padded(&self) -> usize {
+        round_up(self.positions(), 4)
+    }
+    /// Patch length (c · kh · kw), the GEMM's inner dimension.
+    pub fn patch(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    /// A Gemm seen as a 1×1 convolution over `[batch, k, 1, 1]`.
+    fn dense(batch: usize, k: usize, nout: usize) -> Window {
+        Window {
+            n: batch,
+            c: k,
+            h: 1,
+            w: 1,
+            cout: nout,
+            kh: 1,
+            kw: 1,
+            sh: 1,
+            sw: 1,
+            ph: 0,
+            pw: 0,
+            oh: 1,
+            ow: 1,
+        }
+    }
+}
+
+/// The int8 form of a Conv/Gemm: activations quantized with the input tensor's scale into
+/// `[positions, kp]` int8 patches, weights `[cout, kp]` int8, int32 accumulation into
+/// `[cout, positions padded to 4]`, then dequantized per output channel.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Int8Gemm {
+    /// Scale of the input tensor (from the cache).
+    pub x_scale: f32,
+    /// Patch length padded to a multiple of 16.
+    pub kp: usize,
+    /// Index into [`Plan::int8_weights`].
+    pub wq: usize,
+    /// Index into [`Plan::scales`]: x_scale · weight scale, per output channel.
+    pub dq: usize,
+}
+
+/// Elementwise single-input operation.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum UnaryOp {
+    /// Copy (with the layer's fake quantization).
+    Identity,
+    /// max(x, 0).
+    Relu,
+    /// min(max(x, lo), hi).
+    Clip(f32, f32),
+    /// 1 / (1 + e^-x).
+    Sigmoid,
+}
+
+impl UnaryOp {
+    /// Code and bounds for the `unary` kernel.
+    pub fn code(self) -> (i32, f32, f32) {
+        match self {
+            UnaryOp::Identity => (0, 0.0, 0.0),
+            UnaryOp::Relu => (1, 0.0, 0.0),
+            UnaryOp::Clip(lo, hi) => (2, lo, hi),
+            UnaryOp::Sigmoid => (3, 0.0, 0.0),
+        }
+    }
+}
+
+/// An input of an elementwise binary layer: an activation or a weight buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Operand {
+    /// Activation buffer.
+    Act(usize),
+    /// Weight buffer.
+    Weight(usize),
+}
+
+/// One step of the plan; `x`/`y` index activation buffers, `w`/`b` weight buffers. `q` is the
+/// fake-quantization scale of the layer's output (0: none); `q_pre` that of a Conv/Gemm output
+/// before its fused Relu.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Layer {
-    /// im2col, a GEMM with the weights, then bias (+ a fused Relu) into NCHW.
+    /// im2col + GEMM (float), or int8 patches + int8 GEMM, then bias (+ Relu) into NCHW.
     Conv {
         x: usize,
         w: usize,
@@ -50,8 +146,11 @@ pub enum Layer {
         y: usize,
         g: Window,
         relu: bool,
+        q_pre: f32,
+        q: f32,
+        int8: Option<Int8Gemm>,
     },
-    /// `y[batch, nout] = x[batch, k] · W (+ b)`, Relu fused as cuBLASLt's epilogue.
+    /// `y[batch, nout] = x[batch, k] · W (+ b)` (Gemm and MatMul with constant weights).
     Gemm {
         x: usize,
         w: usize,
@@ -62,11 +161,93 @@ pub enum Layer {
         nout: usize,
         trans_b: bool,
         relu: bool,
+        q_pre: f32,
+        q: f32,
+        int8: Option<Int8Gemm>,
     },
-    /// Elementwise max(x, 0).
-    Relu { x: usize, y: usize, len: usize },
-    /// Max pooling.
-    MaxPool { x: usize, y: usize, g: Window },
+    /// Elementwise.
+    Unary {
+        x: usize,
+        y: usize,
+        len: usize,
+        op: UnaryOp,
+        q: f32,
+    },
+    /// Add or Mul with numpy broadcasting over at most 4 dimensions.
+    Binary {
+        a: Operand,
+        b: Operand,
+        y: usize,
+        mul: bool,
+        dims: [usize; 4],
+        a_strides: [usize; 4],
+        b_strides: [usize; 4],
+        q: f32,
+    },
+    /// Max or average pooling (GlobalAveragePool is a full-size window).
+    Pool {
+        x: usize,
+        y: usize,
+        g: Window,
+        avg: bool,
+        count_include_pad: bool,
+        q: f32,
+    },
+    /// Per-channel `x · scale[c] + shift[c]` (a BatchNormalization that could not be folded).
+    Affine {
+        x: usize,
+        y: usize,
+        scale: usize,
+        shift: usize,
+        channels: usize,
+        inner: usize,
+        len: usize,
+        q: f32,
+    },
+    /// Concatenation: each part `(buffer, chunk)` is copied into `y` at its offset within each
+    /// of `outer` rows of `total` elements.
+    Concat {
+        parts: Vec<(usize, usize)>,
+        y: usize,
+        outer: usize,
+        total: usize,
+        q: f32,
+    },
+    /// Softmax over `len` elements spaced `inner` apart, for each of `outer · inner` rows.
+    Softmax {
+        x: usize,
+        y: usize,
+        outer: usize,
+        len: usize,
+        inner: usize,
+        q: f32,
+    },
+}
+
+impl Layer {
+    /// The int8 form of a GEMM layer, if it has one.
+    pub fn int8(&self) -> Option<&Int8Gemm> {
+        match self {
+            Layer::Conv { int8, .. } | Layer::Gemm { int8, .. } => int8.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Drops the int8 form (best: the float GEMM was faster).
+    pub fn drop_int8(&mut self) {
+        if let Layer::Conv { int8, .. } | Layer::Gemm { int8, .. } = self {
+            *int8 = None;
+        }
+    }
+
+    /// The GEMM window of a Conv or Gemm layer.
+    pub fn gemm_window(&self) -> Option<Window> {
+        match self {
+            Layer::Conv { g, .. } => Some(*g),
+            Layer::Gemm { batch, k, nout, .. } => Some(Window::dense(*batch, *k, *nout)),
+            _ => None,
+        }
+    }
 }
 
 /// A graph input or output and the buffer that holds it.
@@ -78,29 +259,44 @@ pub struct PlanIo {
     pub buffer: usize,
 }
 
-/// The whole plan.
-/// Serialized (JSON) as the cuda backend's stored engine: weights and layers, no GPU state.
+/// The whole plan. Serialized (JSON) as the cuda backend's stored engine: weights and layers,
+/// no GPU state.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// Layers in execution order.
     pub layers: Vec<Layer>,
-    /// Host copies of the weights (f32), one per weight buffer.
+    /// ONNX node label of each layer (for the per-layer report).
+    pub layer_names: Vec<String>,
+    /// Host copies of the float weights, one per weight buffer.
     pub weights: Vec<Vec<f32>>,
+    /// Int8 weights of int8 GEMMs, `[mp, kp]` row-major.
+    pub int8_weights: Vec<Vec<i8>>,
+    /// fp32 vectors kept at fp32 whatever the engine's precision (dequantization scales).
+    pub scales: Vec<Vec<f32>>,
     /// Element count of each activation buffer.
     pub buffer_sizes: Vec<usize>,
-    /// Largest im2col buffer any convolution needs.
+    /// Largest float im2col buffer any convolution needs.
     pub max_cols: usize,
-    /// Largest convolution GEMM output.
+    /// Largest float convolution GEMM output.
     pub max_gemm_out: usize,
+    /// Largest int8 patch buffer.
+    pub max_cols_i8: usize,
+    /// Largest int32 accumulator buffer.
+    pub max_acc: usize,
     /// Graph inputs.
     pub inputs: Vec<PlanIo>,
     /// Graph outputs.
     pub outputs: Vec<PlanIo>,
+    /// Precision of each computing ONNX node, as reported in the record.
+    pub report: Vec<LayerPrecision>,
 }
 
+#[derive(Clone)]
 struct Value {
     buffer: usize,
     shape: Vec<usize>,
+    /// Fake-quantization scale already applied to the buffer (0: none).
+    q: f32,
 }
 
 fn ints(node: &pb::NodeProto, name: &str) -> Option<Vec<usize>> {
@@ -110,188 +306,141 @@ fn ints(node: &pb::NodeProto, name: &str) -> Option<Vec<usize>> {
         .map(|a| a.ints.iter().map(|&v| v.max(0) as usize).collect())
 }
 
+fn attr_float(node: &pb::NodeProto, name: &str) -> Option<f32> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.f)
+}
+
+fn round_up(v: usize, to: usize) -> usize {
+    v.div_ceil(to) * to
+}
+
+/// Builds a [`Plan`] node by node.
+struct Planner<'m> {
+    model: &'m OnnxModel,
+    plan: Plan,
+    values: HashMap<String, Value>,
+    weight_ids: HashMap<String, (usize, Vec<usize>)>,
+    /// Fake-quantization scale of each int8 tensor.
+    scales: HashMap<String, f32>,
+    /// Nodes whose GEMM runs int8.
+    int8_nodes: std::collections::HashSet<usize>,
+    opset: i64,
+}
+
 impl Plan {
-    /// Plans `model` at batch size `batch`; names the node of any operator or attribute this
-    /// backend does not run.
-    pub fn from_model(model: &OnnxModel, batch: usize) -> Result<Plan, String> {
-        let mut plan = Plan {
-            layers: Vec::new(),
-            weights: Vec::new(),
-            buffer_sizes: Vec::new(),
-            max_cols: 0,
-            max_gemm_out: 0,
-            inputs: Vec::new(),
-            outputs: Vec::new(),
+    /// Plans `model` at batch size `batch` with the precision plan's tensor treatments; names
+    /// the node of any operator or attribute this backend does not run.
+    pub fn from_model(
+        model: &OnnxModel,
+        batch: usize,
+        precision: &PrecisionPlan,
+    ) -> Result<Plan, String> {
+        let scales = precision
+            .tensors
+            .iter()
+            .filter_map(|(name, t)| match t {
+                TensorPrecision::Int8(s) => Some((name.clone(), *s)),
+                _ => None,
+            })
+            .collect();
+        let opset = model
+            .proto
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map_or(13, |o| o.version);
+        let mut p = Planner {
+            model,
+            plan: Plan {
+                layers: Vec::new(),
+                layer_names: Vec::new(),
+                weights: Vec::new(),
+                int8_weights: Vec::new(),
+                scales: Vec::new(),
+                buffer_sizes: Vec::new(),
+                max_cols: 0,
+                max_gemm_out: 0,
+                max_cols_i8: 0,
+                max_acc: 0,
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                report: precision.layers.clone(),
+            },
+            values: HashMap::new(),
+            weight_ids: HashMap::new(),
+            scales,
+            int8_nodes: precision.int8_weight_nodes.clone(),
+            opset,
         };
-        let mut values: HashMap<String, Value> = HashMap::new();
-        let mut weight_ids: HashMap<String, (usize, Vec<usize>)> = HashMap::new();
         for input in model.inputs() {
             let shape = input
                 .shape_at_batch(batch)
                 .map_err(|e| format!("input {}: {e}", input.name))?;
-            let buffer = plan.new_buffer(shape.iter().product());
-            plan.inputs.push(PlanIo {
+            let len = shape.iter().product();
+            let buffer = p.plan.new_buffer(len);
+            p.plan.inputs.push(PlanIo {
                 spec: TensorSpec {
                     name: input.name.clone(),
                     shape: shape.clone(),
                 },
                 buffer,
             });
-            values.insert(input.name, Value { buffer, shape });
-        }
-        let nodes = &model.graph().node;
-        for (index, node) in nodes.iter().enumerate() {
-            let label = node_label(node, index);
-            let fail = |what: String| format!("node {label} ({}): {what}", node.op_type);
-            let input = |i: usize| -> Result<&Value, String> {
-                let name = node
-                    .input
-                    .get(i)
-                    .ok_or_else(|| fail(format!("input {i} missing")))?;
-                values
-                    .get(name)
-                    .ok_or_else(|| fail(format!("input {name} is not computed by the graph")))
+            let mut value = Value {
+                buffer,
+                shape,
+                q: 0.0,
             };
-            let mut weight =
-                |plan: &mut Plan, i: usize| -> Result<Option<(usize, Vec<usize>)>, String> {
-                    let Some(name) = node.input.get(i).filter(|n| !n.is_empty()) else {
-                        return Ok(None);
-                    };
-                    if let Some(w) = weight_ids.get(name) {
-                        return Ok(Some(w.clone()));
-                    }
-                    let proto = model
-                        .constant(name)
-                        .ok_or_else(|| fail(format!("{name} must be a constant initializer")))?;
-                    let data = float_data(proto)
-                        .ok_or_else(|| fail(format!("{name} must be a float32 tensor")))?;
-                    let dims: Vec<usize> = proto.dims.iter().map(|&d| d as usize).collect();
-                    plan.weights.push(data);
-                    let entry = (plan.weights.len() - 1, dims);
-                    weight_ids.insert(name.clone(), entry.clone());
-                    Ok(Some(entry))
+            let q = p.scale(&input.name);
+            if q > 0.0 {
+                // The graph input is quantized on entry, as its Q/DQ pair does in the reference.
+                let y = p.plan.new_buffer(len);
+                p.push(
+                    format!("{}(quantize)", input.name),
+                    Layer::Unary {
+                        x: buffer,
+                        y,
+                        len,
+                        op: UnaryOp::Identity,
+                        q,
+                    },
+                );
+                value = Value {
+                    buffer: y,
+                    q,
+                    ..value
                 };
-            let (buffer, shape) = match node.op_type.as_str() {
-                "Conv" => {
-                    let x = input(0)?;
-                    let (w, wdims) = weight(&mut plan, 1)?.ok_or_else(|| fail("no weights".into()))?;
-                    let b = weight(&mut plan, 2)?.map(|(b, _)| b);
-                    if attr_int(node, "group").unwrap_or(1) != 1 {
-                        return Err(fail("grouped convolutions are not supported yet".into()));
-                    }
-                    if ints(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
-                        return Err(fail("dilated convolutions are not supported yet".into()));
-                    }
-                    let g = window(node, &x.shape, &wdims[2..], wdims[0]).map_err(fail)?;
-                    if wdims.len() != 4 || wdims[1] != g.c {
-                        return Err(fail(format!("weights {wdims:?} do not match input {:?}", x.shape)));
-                    }
-                    let p = g.n * g.oh * g.ow;
-                    plan.max_cols = plan.max_cols.max(g.c * g.kh * g.kw * p);
-                    plan.max_gemm_out = plan.max_gemm_out.max(g.cout * p);
-                    let x = x.buffer;
-                    let y = plan.new_buffer(g.cout * p);
-                    plan.layers.push(Layer::Conv { x, w, b, y, g, relu: false });
-                    (y, vec![g.n, g.cout, g.oh, g.ow])
-                }
-                "Gemm" => {
-                    let x = input(0)?;
-                    let (w, wdims) = weight(&mut plan, 1)?.ok_or_else(|| fail("no weights".into()))?;
-                    let b = weight(&mut plan, 2)?;
-                    let trans_b = attr_int(node, "transB").unwrap_or(0) == 1;
-                    if attr_int(node, "transA").unwrap_or(0) != 0 {
-                        return Err(fail("transA=1 is not supported yet".into()));
-                    }
-                    for (attr, default) in [("alpha", 1.0f32), ("beta", 1.0)] {
-                        let v = node.attribute.iter().find(|a| a.name == attr).map_or(default, |a| a.f);
-                        if v != 1.0 {
-                            return Err(fail(format!("{attr}={v} is not supported yet (only 1)")));
-                        }
-                    }
-                    if x.shape.len() != 2 || wdims.len() != 2 {
-                        return Err(fail(format!("expects 2-D input and weights, got {:?} and {wdims:?}", x.shape)));
-                    }
-                    let (k, nout) = if trans_b { (wdims[1], wdims[0]) } else { (wdims[0], wdims[1]) };
-                    if x.shape[1] != k {
-                        return Err(fail(format!("input {:?} does not match weights {wdims:?}", x.shape)));
-                    }
-                    if let Some((_, bdims)) = &b {
-                        if bdims.iter().product::<usize>() != nout {
-                            return Err(fail(format!("bias {bdims:?} must have {nout} elements (per-output bias only)")));
-                        }
-                    }
-                    let batch = x.shape[0];
-                    let x = x.buffer;
-                    let y = plan.new_buffer(batch * nout);
-                    let b = b.map(|(b, _)| b);
-                    plan.layers.push(Layer::Gemm { x, w, b, y, batch, k, nout, trans_b, relu: false });
-                    (y, vec![batch, nout])
-                }
-                "Relu" => {
-                    let x = input(0)?;
-                    let shape = x.shape.clone();
-                    let len = shape.iter().product();
-                    let x = x.buffer;
-                    // A Relu right after a Conv or Gemm whose output nothing else reads is fused.
-                    let sole_reader = nodes.iter().filter(|n| n.input.contains(&node.input[0])).count() == 1;
-                    if let Some(Layer::Conv { y, relu, .. } | Layer::Gemm { y, relu, .. }) = plan.layers.last_mut() {
-                        if *y == x && sole_reader && !model.graph().output.iter().any(|o| o.name == node.input[0]) {
-                            *relu = true;
-                            values.insert(node.output[0].clone(), Value { buffer: x, shape });
-                            continue;
-                        }
-                    }
-                    let y = plan.new_buffer(len);
-                    plan.layers.push(Layer::Relu { x, y, len });
-                    (y, shape)
-                }
-                "MaxPool" => {
-                    let x = input(0)?;
-                    if ints(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1))
-                        || attr_int(node, "ceil_mode").unwrap_or(0) != 0
-                    {
-                        return Err(fail("dilations and ceil_mode are not supported yet".into()));
-                    }
-                    let kernel = ints(node, "kernel_shape").ok_or_else(|| fail("no kernel_shape".into()))?;
-                    let c = x.shape.get(1).copied().unwrap_or(0);
-                    let g = window(node, &x.shape, &kernel, c).map_err(fail)?;
-                    let x = x.buffer;
-                    let y = plan.new_buffer(g.n * g.c * g.oh * g.ow);
-                    plan.layers.push(Layer::MaxPool { x, y, g });
-                    (y, vec![g.n, g.c, g.oh, g.ow])
-                }
-                "Reshape" | "Flatten" => {
-                    let x = input(0)?;
-                    let total: usize = x.shape.iter().product();
-                    let shape = if node.op_type == "Flatten" {
-                        let axis = attr_int(node, "axis").unwrap_or(1);
-                        let axis = if axis < 0 { axis + x.shape.len() as i64 } else { axis } as usize;
-                        let head: usize = x.shape[..axis.min(x.shape.len())].iter().product();
-                        vec![head, total / head.max(1)]
-                    } else {
-                        let name = node.input.get(1).cloned().unwrap_or_default();
-                        let proto = model
-                            .constant(&name)
-                            .ok_or_else(|| fail("the target shape must be a constant initializer".into()))?;
-                        reshape(&x.shape, &int64s(proto)).map_err(fail)?
-                    };
-                    (x.buffer, shape)
-                }
-                other => {
-                    return Err(fail(format!(
-                        "operator {other} is not supported by the cuda backend yet \
-                         (it runs Conv, Gemm, Relu, MaxPool, Reshape, Flatten; fix: use the reference backend for this model)"
-                    )))
-                }
-            };
-            let output = node.output.first().cloned().unwrap_or_default();
-            values.insert(output, Value { buffer, shape });
+            }
+            p.values.insert(input.name, value);
+        }
+        for (index, node) in model.graph().node.iter().enumerate() {
+            let label = node_label(node, index);
+            p.node(index, node, &label)
+                .map_err(|what| format!("node {label} ({}): {what}", node.op_type))?;
+        }
+        let plan = &p.plan;
+        let largest = plan
+            .buffer_sizes
+            .iter()
+            .chain([
+                &plan.max_cols,
+                &plan.max_gemm_out,
+                &plan.max_cols_i8,
+                &plan.max_acc,
+            ])
+            .max()
+            .copied()
+            .unwrap_or(0);
+        if largest >= MAX_ELEMENTS {
+            return Err(format!(
+                "a tensor of {largest} elements at batch {batch} exceeds the cuda backend's limit of {MAX_ELEMENTS} (32-bit indexing)\nfix: use a smaller batch size"
+            ));
         }
         for output in model.outputs() {
-            let v = values
+            let v = p
+                .values
                 .get(&output.name)
                 .ok_or_else(|| format!("graph output {} is never computed", output.name))?;
-            plan.outputs.push(PlanIo {
+            p.plan.outputs.push(PlanIo {
                 spec: TensorSpec {
                     name: output.name.clone(),
                     shape: v.shape.clone(),
@@ -299,13 +448,715 @@ impl Plan {
                 buffer: v.buffer,
             });
         }
-        Ok(plan)
+        Ok(p.plan)
     }
 
     fn new_buffer(&mut self, len: usize) -> usize {
         self.buffer_sizes.push(len);
         self.buffer_sizes.len() - 1
     }
+}
+
+impl Planner<'_> {
+    fn scale(&self, tensor: &str) -> f32 {
+        self.scales.get(tensor).copied().unwrap_or(0.0)
+    }
+
+    fn push(&mut self, name: String, layer: Layer) {
+        self.plan.layers.push(layer);
+        self.plan.layer_names.push(name);
+    }
+
+    fn input(&self, node: &pb::NodeProto, i: usize) -> Result<Value, String> {
+        let name = node
+            .input
+            .get(i)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| format!("input {i} missing"))?;
+        self.values
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("input {name} is not computed by the graph (constant folding is not supported; fix: fold constants, e.g. with onnxsim)"))
+    }
+
+    fn is_constant(&self, node: &pb::NodeProto, i: usize) -> bool {
+        node.input
+            .get(i)
+            .is_some_and(|n| self.model.constant(n).is_some())
+    }
+
+    /// Float data and dims of a constant input.
+    fn constant(&self, node: &pb::NodeProto, i: usize) -> Result<(Vec<f32>, Vec<usize>), String> {
+        let name = node.input.get(i).cloned().unwrap_or_default();
+        let proto = self
+            .model
+            .constant(&name)
+            .ok_or_else(|| format!("{name} must be a constant initializer"))?;
+        let data = float_data(proto).ok_or_else(|| format!("{name} must be a float32 tensor"))?;
+        Ok((data, proto.dims.iter().map(|&d| d as usize).collect()))
+    }
+
+    /// Weight buffer of a constant input (uploaded once, shared between readers).
+    fn weight(
+        &mut self,
+        node: &pb::NodeProto,
+        i: usize,
+    ) -> Result<Option<(usize, Vec<usize>)>, String> {
+        let Some(name) = node.input.get(i).filter(|n| !n.is_empty()).cloned() else {
+            return Ok(None);
+        };
+        if let Some(w) = self.weight_ids.get(&name) {
+            return Ok(Some(w.clone()));
+        }
+        let (data, dims) = self.constant(node, i)?;
+        let entry = (self.add_weight(data), dims);
+        self.weight_ids.insert(name, entry.clone());
+        Ok(Some(entry))
+    }
+
+    fn add_weight(&mut self, data: Vec<f32>) -> usize {
+        self.plan.weights.push(data);
+        self.plan.weights.len() - 1
+    }
+
+    /// Whether `tensor` is read by exactly one node and is not a graph output.
+    fn sole_reader(&self, tensor: &str) -> bool {
+        let g = self.model.graph();
+        g.node
+            .iter()
+            .filter(|n| n.input.iter().any(|i| i == tensor))
+            .count()
+            == 1
+            && !g.output.iter().any(|o| o.name == tensor)
+    }
+
+    /// The int8 form of a GEMM with float weights `w` laid out `[nout][k]` (`nk`) or `[k][nout]`.
+    fn int8_gemm(&mut self, x_scale: f32, w: &[f32], k: usize, nout: usize, nk: bool) -> Int8Gemm {
+        let kp = round_up(k, 16);
+        let at = |o: usize, i: usize| if nk { w[o * k + i] } else { w[i * nout + o] };
+        let rows: Vec<f32> = (0..nout * k).map(|j| at(j / k, j % k)).collect();
+        let w_scales = per_channel_scales(&[nout as i64, k as i64], &rows, 0);
+        let mut q = vec![0i8; nout * kp];
+        for o in 0..nout {
+            for i in 0..k {
+                let v = (rows[o * k + i] / w_scales[o]).round_ties_even();
+                q[o * kp + i] = v.clamp(-128.0, 127.0) as i8;
+            }
+        }
+        let dq: Vec<f32> = w_scales.iter().map(|s| s * x_scale).collect();
+        self.plan.int8_weights.push(q);
+        self.plan.scales.push(dq);
+        Int8Gemm {
+            x_scale,
+            kp,
+            wq: self.plan.int8_weights.len() - 1,
+            dq: self.plan.scales.len() - 1,
+        }
+    }
+
+    /// Scratch sizes of a GEMM layer (both forms, so best can pick either).
+    fn reserve(&mut self, g: &Window, conv: bool) {
+        let (p, ck) = (g.positions(), g.patch());
+        if conv {
+            self.plan.max_cols = self.plan.max_cols.max(ck * p);
+            self.plan.max_gemm_out = self.plan.max_gemm_out.max(g.cout * p);
+        }
+        let pp = g.positions_padded();
+        self.plan.max_cols_i8 = self.plan.max_cols_i8.max(round_up(ck, 16) * pp);
+        self.plan.max_acc = self.plan.max_acc.max(g.cout * pp);
+    }
+
+    fn node(&mut self, index: usize, node: &pb::NodeProto, label: &str) -> Result<(), String> {
+        let out_name = node.output.first().cloned().unwrap_or_default();
+        let q = self.scale(&out_name);
+        let name = label.to_string();
+        let value = match node.op_type.as_str() {
+            "Conv" => self.conv(index, node, name, q)?,
+            "Gemm" | "MatMul" => self.gemm(index, node, name, q)?,
+            "Relu" | "Clip" | "Sigmoid" => {
+                let x = self.input(node, 0)?;
+                let op = match node.op_type.as_str() {
+                    "Relu" => UnaryOp::Relu,
+                    "Sigmoid" => UnaryOp::Sigmoid,
+                    _ => self.clip_bounds(node)?,
+                };
+                if op == UnaryOp::Relu && self.fuse_relu(&x, &node.input[0], q) {
+                    self.values.insert(out_name, Value { q, ..x });
+                    return Ok(());
+                }
+                let len = x.shape.iter().product();
+                let y = self.plan.new_buffer(len);
+                self.push(
+                    name,
+                    Layer::Unary {
+                        x: x.buffer,
+                        y,
+                        len,
+                        op,
+                        q,
+                    },
+                );
+                Value {
+                    buffer: y,
+                    shape: x.shape,
+                    q,
+                }
+            }
+            "Add" | "Mul" => self.binary(node, name, q)?,
+            "MaxPool" | "AveragePool" | "GlobalAveragePool" => self.pool(node, name, q)?,
+            "BatchNormalization" => self.batch_norm(node, name, q)?,
+            "Reshape" | "Flatten" => {
+                let x = self.input(node, 0)?;
+                let shape = self.reshaped(node, &x.shape)?;
+                if q > 0.0 && q != x.q {
+                    let len = shape.iter().product();
+                    let y = self.plan.new_buffer(len);
+                    let op = UnaryOp::Identity;
+                    self.push(
+                        name,
+                        Layer::Unary {
+                            x: x.buffer,
+                            y,
+                            len,
+                            op,
+                            q,
+                        },
+                    );
+                    Value {
+                        buffer: y,
+                        shape,
+                        q,
+                    }
+                } else {
+                    Value { shape, ..x }
+                }
+            }
+            "Concat" => self.concat(node, name, q)?,
+            "Softmax" => {
+                let x = self.input(node, 0)?;
+                let rank = x.shape.len() as i64;
+                let default = if self.opset >= 13 { -1 } else { 1 };
+                let axis = attr_int(node, "axis").unwrap_or(default);
+                let axis = if axis < 0 { axis + rank } else { axis } as usize;
+                if axis >= x.shape.len() {
+                    return Err(format!("axis {axis} out of range for {:?}", x.shape));
+                }
+                let outer: usize = x.shape[..axis].iter().product();
+                let (len, inner) = if self.opset >= 13 {
+                    (x.shape[axis], x.shape[axis + 1..].iter().product())
+                } else {
+                    // Before opset 13 Softmax flattens everything from `axis` into one row.
+                    (x.shape[axis..].iter().product(), 1)
+                };
+                let y = self.plan.new_buffer(outer * len * inner);
+                self.push(
+                    name,
+                    Layer::Softmax {
+                        x: x.buffer,
+                        y,
+                        outer,
+                        len,
+                        inner,
+                        q,
+                    },
+                );
+                Value {
+                    buffer: y,
+                    shape: x.shape,
+                    q,
+                }
+            }
+            other => {
+                return Err(format!(
+                "operator {other} is not supported by the cuda backend (it runs {SUPPORTED_OPS}; \
+                     fix: use the reference backend for this model)"
+            ))
+            }
+        };
+        self.values.insert(out_name, value);
+        Ok(())
+    }
+
+    /// Fuses a Relu into the Conv/Gemm just planned when that layer's output is read only here.
+    fn fuse_relu(&mut self, x: &Value, tensor: &str, q: f32) -> bool {
+        if !self.sole_reader(tensor) {
+            return false;
+        }
+        if let Some(
+            Layer::Conv {
+                y,
+                relu,
+                q_pre,
+                q: lq,
+                ..
+            }
+            | Layer::Gemm {
+                y,
+                relu,
+                q_pre,
+                q: lq,
+                ..
+            },
+        ) = self.plan.layers.last_mut()
+        {
+            if *y == x.buffer && !*relu {
+                *relu = true;
+                *q_pre = *lq;
+                *lq = q;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn clip_bounds(&self, node: &pb::NodeProto) -> Result<UnaryOp, String> {
+        let bound = |slot: usize, attr: &str, default: f32| -> Result<f32, String> {
+            if self.opset >= 11 {
+                match node.input.get(slot).filter(|n| !n.is_empty()) {
+                    None => Ok(default),
+                    Some(_) => self
+                        .constant(node, slot)
+                        .map(|(d, _)| d.first().copied().unwrap_or(default)),
+                }
+            } else {
+                Ok(attr_float(node, attr).unwrap_or(default))
+            }
+        };
+        Ok(UnaryOp::Clip(
+            bound(1, "min", f32::MIN)?,
+            bound(2, "max", f32::MAX)?,
+        ))
+    }
+
+    fn conv(
+        &mut self,
+        index: usize,
+        node: &pb::NodeProto,
+        name: String,
+        q: f32,
+    ) -> Result<Value, String> {
+        let x = self.input(node, 0)?;
+        let (w, wdims) = self.weight(node, 1)?.ok_or("no weights")?;
+        let b = self.weight(node, 2)?.map(|(b, _)| b);
+        if attr_int(node, "group").unwrap_or(1) != 1 {
+            return Err("grouped convolutions are not supported yet".into());
+        }
+        if ints(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
+            return Err("dilated convolutions are not supported yet".into());
+        }
+        if wdims.len() != 4 {
+            return Err(format!("expects 4-D weights, got {wdims:?}"));
+        }
+        let g = window(node, &x.shape, &wdims[2..], wdims[0])?;
+        if wdims[1] != g.c {
+            return Err(format!(
+                "weights {wdims:?} do not match input {:?}",
+                x.shape
+            ));
+        }
+        self.reserve(&g, true);
+        let int8 = self.int8_nodes.contains(&index).then(|| {
+            let data = self.plan.weights[w].clone();
+            self.int8_gemm(self.scale(&node.input[0]), &data, g.patch(), g.cout, true)
+        });
+        let y = self.plan.new_buffer(g.cout * g.positions());
+        let conv = Layer::Conv {
+            x: x.buffer,
+            w,
+            b,
+            y,
+            g,
+            relu: false,
+            q_pre: 0.0,
+            q,
+            int8,
+        };
+        self.push(name, conv);
+        Ok(Value {
+            buffer: y,
+            shape: vec![g.n, g.cout, g.oh, g.ow],
+            q,
+        })
+    }
+
+    fn gemm(
+        &mut self,
+        index: usize,
+        node: &pb::NodeProto,
+        name: String,
+        q: f32,
+    ) -> Result<Value, String> {
+        let x = self.input(node, 0)?;
+        if !self.is_constant(node, 1) {
+            return Err("the second input must be a constant weight (activation × activation products are not supported yet)".into());
+        }
+        let (mut w, wdims) = self.weight(node, 1)?.ok_or("no weights")?;
+        let matmul = node.op_type == "MatMul";
+        let mut b = if matmul { None } else { self.weight(node, 2)? };
+        let trans_b = !matmul && attr_int(node, "transB").unwrap_or(0) == 1;
+        if !matmul && attr_int(node, "transA").unwrap_or(0) != 0 {
+            return Err("transA=1 is not supported yet".into());
+        }
+        // alpha·A·B + beta·C: alpha and beta are folded into the weights and the bias.
+        let alpha = attr_float(node, "alpha").filter(|_| !matmul).unwrap_or(1.0);
+        let beta = attr_float(node, "beta").filter(|_| !matmul).unwrap_or(1.0);
+        if alpha != 1.0 {
+            let scaled = self.plan.weights[w].iter().map(|v| v * alpha).collect();
+            w = self.add_weight(scaled);
+        }
+        if let Some((bias, dims)) = b.as_ref().filter(|_| beta != 1.0) {
+            let scaled = self.plan.weights[*bias].iter().map(|v| v * beta).collect();
+            b = Some((self.add_weight(scaled), dims.clone()));
+        }
+        let rank_ok = if matmul {
+            x.shape.len() >= 2
+        } else {
+            x.shape.len() == 2
+        };
+        if !rank_ok || wdims.len() != 2 {
+            return Err(format!(
+                "weights {wdims:?} with input {:?} are not supported (2-D weights and a {} input only)",
+                x.shape,
+                if matmul { "≥2-D" } else { "2-D" }
+            ));
+        }
+        let (k, nout) = if trans_b {
+            (wdims[1], wdims[0])
+        } else {
+            (wdims[0], wdims[1])
+        };
+        if x.shape[x.shape.len() - 1] != k {
+            return Err(format!(
+                "input {:?} does not match weights {wdims:?}",
+                x.shape
+            ));
+        }
+        if let Some((_, bdims)) = &b {
+            if bdims.iter().product::<usize>() != nout {
+                return Err(format!(
+                    "bias {bdims:?} must have {nout} elements (per-output bias only)"
+                ));
+            }
+        }
+        let batch: usize = x.shape[..x.shape.len() - 1].iter().product();
+        let mut shape = x.shape.clone();
+        *shape.last_mut().expect("rank ≥ 2") = nout;
+        self.reserve(&Window::dense(batch, k, nout), false);
+        let int8 = self.int8_nodes.contains(&index).then(|| {
+            let data = self.plan.weights[w].clone();
+            self.int8_gemm(self.scale(&node.input[0]), &data, k, nout, trans_b)
+        });
+        let y = self.plan.new_buffer(batch * nout);
+        let b = b.map(|(b, _)| b);
+        let layer = Layer::Gemm {
+            x: x.buffer,
+            w,
+            b,
+            y,
+            batch,
+            k,
+            nout,
+            trans_b,
+            relu: false,
+            q_pre: 0.0,
+            q,
+            int8,
+        };
+        self.push(name, layer);
+        Ok(Value {
+            buffer: y,
+            shape,
+            q,
+        })
+    }
+
+    fn operand(&mut self, node: &pb::NodeProto, i: usize) -> Result<(Operand, Vec<usize>), String> {
+        if self.is_constant(node, i) {
+            let (w, dims) = self.weight(node, i)?.ok_or("missing input")?;
+            Ok((Operand::Weight(w), dims))
+        } else {
+            let v = self.input(node, i)?;
+            Ok((Operand::Act(v.buffer), v.shape))
+        }
+    }
+
+    fn binary(&mut self, node: &pb::NodeProto, name: String, q: f32) -> Result<Value, String> {
+        let (a, ashape) = self.operand(node, 0)?;
+        let (b, bshape) = self.operand(node, 1)?;
+        if matches!((a, b), (Operand::Weight(_), Operand::Weight(_))) {
+            return Err(
+                "both inputs are constants (fix: fold constants, e.g. with onnxsim)".into(),
+            );
+        }
+        let shape = broadcast(&ashape, &bshape)?;
+        if shape.len() > 4 {
+            return Err(format!(
+                "broadcasting over {} dimensions is not supported (at most 4)",
+                shape.len()
+            ));
+        }
+        let dims = pad4(&shape);
+        let (a_strides, b_strides) = (strides4(&ashape), strides4(&bshape));
+        let y = self.plan.new_buffer(shape.iter().product());
+        let mul = node.op_type == "Mul";
+        self.push(
+            name,
+            Layer::Binary {
+                a,
+                b,
+                y,
+                mul,
+                dims,
+                a_strides,
+                b_strides,
+                q,
+            },
+        );
+        Ok(Value {
+            buffer: y,
+            shape,
+            q,
+        })
+    }
+
+    fn pool(&mut self, node: &pb::NodeProto, name: String, q: f32) -> Result<Value, String> {
+        let x = self.input(node, 0)?;
+        if ints(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1))
+            || attr_int(node, "ceil_mode").unwrap_or(0) != 0
+        {
+            return Err("dilations and ceil_mode are not supported yet".into());
+        }
+        let c = x.shape.get(1).copied().unwrap_or(0);
+        let g = if node.op_type == "GlobalAveragePool" {
+            if x.shape.len() != 4 {
+                return Err(format!("expects a 4-D NCHW input, got {:?}", x.shape));
+            }
+            let (h, w) = (x.shape[2], x.shape[3]);
+            Window {
+                n: x.shape[0],
+                c,
+                h,
+                w,
+                cout: c,
+                kh: h,
+                kw: w,
+                sh: 1,
+                sw: 1,
+                ph: 0,
+                pw: 0,
+                oh: 1,
+                ow: 1,
+            }
+        } else {
+            let kernel = ints(node, "kernel_shape").ok_or("no kernel_shape")?;
+            window(node, &x.shape, &kernel, c)?
+        };
+        let avg = node.op_type != "MaxPool";
+        let count_include_pad = attr_int(node, "count_include_pad").unwrap_or(0) == 1;
+        let y = self.plan.new_buffer(g.n * g.c * g.oh * g.ow);
+        self.push(
+            name,
+            Layer::Pool {
+                x: x.buffer,
+                y,
+                g,
+                avg,
+                count_include_pad,
+                q,
+            },
+        );
+        Ok(Value {
+            buffer: y,
+            shape: vec![g.n, g.c, g.oh, g.ow],
+            q,
+        })
+    }
+
+    /// BatchNormalization (inference form): folded into the Conv before it when that Conv's
+    /// output is read only here and is not quantized; a per-channel affine layer otherwise.
+    fn batch_norm(&mut self, node: &pb::NodeProto, name: String, q: f32) -> Result<Value, String> {
+        let x = self.input(node, 0)?;
+        let eps = attr_float(node, "epsilon").unwrap_or(1e-5);
+        let param = |i: usize| self.constant(node, i).map(|(d, _)| d);
+        let (gamma, beta, mean, var) = (param(1)?, param(2)?, param(3)?, param(4)?);
+        let channels = x.shape.get(1).copied().unwrap_or(0);
+        if [&gamma, &beta, &mean, &var]
+            .iter()
+            .any(|p| p.len() != channels)
+        {
+            return Err(format!(
+                "parameters must have {channels} elements (input {:?})",
+                x.shape
+            ));
+        }
+        let scale: Vec<f32> = gamma
+            .iter()
+            .zip(&var)
+            .map(|(g, v)| g / (v + eps).sqrt())
+            .collect();
+        let shift: Vec<f32> = (0..channels)
+            .map(|c| beta[c] - mean[c] * scale[c])
+            .collect();
+        let sole = self.sole_reader(&node.input[0]);
+        if let Some(Layer::Conv {
+            y,
+            w,
+            b,
+            relu: false,
+            q: conv_q,
+            int8: None,
+            g,
+            ..
+        }) = self.plan.layers.last()
+        {
+            if *y == x.buffer && sole && g.cout == channels && *conv_q == 0.0 {
+                let (w_old, b_old, per) = (*w, *b, g.patch());
+                let weights = &self.plan.weights;
+                let folded: Vec<f32> = weights[w_old]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v * scale[i / per])
+                    .collect();
+                let bias: Vec<f32> = (0..channels)
+                    .map(|c| b_old.map_or(0.0, |b| weights[b][c]) * scale[c] + shift[c])
+                    .collect();
+                let (nw, nb) = (self.add_weight(folded), self.add_weight(bias));
+                if let Some(Layer::Conv { w, b, q: lq, .. }) = self.plan.layers.last_mut() {
+                    (*w, *b, *lq) = (nw, Some(nb), q);
+                }
+                return Ok(Value { q, ..x });
+            }
+        }
+        let len: usize = x.shape.iter().product();
+        let inner = x.shape[2..].iter().product();
+        let (scale, shift) = (self.add_weight(scale), self.add_weight(shift));
+        let y = self.plan.new_buffer(len);
+        self.push(
+            name,
+            Layer::Affine {
+                x: x.buffer,
+                y,
+                scale,
+                shift,
+                channels,
+                inner,
+                len,
+                q,
+            },
+        );
+        Ok(Value {
+            buffer: y,
+            shape: x.shape,
+            q,
+        })
+    }
+
+    fn concat(&mut self, node: &pb::NodeProto, name: String, q: f32) -> Result<Value, String> {
+        let first = self.input(node, 0)?;
+        let rank = first.shape.len() as i64;
+        let axis = attr_int(node, "axis").ok_or("no axis")?;
+        let axis = if axis < 0 { axis + rank } else { axis } as usize;
+        if axis >= first.shape.len() {
+            return Err(format!("axis {axis} out of range for {:?}", first.shape));
+        }
+        let outer: usize = first.shape[..axis].iter().product();
+        let inner: usize = first.shape[axis + 1..].iter().product();
+        let mut shape = first.shape.clone();
+        shape[axis] = 0;
+        let mut parts = Vec::new();
+        for i in 0..node.input.len() {
+            let v = self.input(node, i)?;
+            let same = v.shape.len() == shape.len()
+                && v.shape
+                    .iter()
+                    .zip(&shape)
+                    .enumerate()
+                    .all(|(d, (a, b))| d == axis || a == b);
+            if !same {
+                return Err(format!(
+                    "input {i} {:?} does not match {:?} outside axis {axis}",
+                    v.shape, first.shape
+                ));
+            }
+            shape[axis] += v.shape[axis];
+            parts.push((v.buffer, v.shape[axis] * inner));
+        }
+        let total = shape[axis] * inner;
+        let y = self.plan.new_buffer(outer * total);
+        self.push(
+            name,
+            Layer::Concat {
+                parts,
+                y,
+                outer,
+                total,
+                q,
+            },
+        );
+        Ok(Value {
+            buffer: y,
+            shape,
+            q,
+        })
+    }
+
+    fn reshaped(&self, node: &pb::NodeProto, shape: &[usize]) -> Result<Vec<usize>, String> {
+        let total: usize = shape.iter().product();
+        if node.op_type == "Flatten" {
+            let axis = attr_int(node, "axis").unwrap_or(1);
+            let axis = if axis < 0 {
+                axis + shape.len() as i64
+            } else {
+                axis
+            } as usize;
+            let head: usize = shape[..axis.min(shape.len())].iter().product();
+            return Ok(vec![head, total / head.max(1)]);
+        }
+        let name = node.input.get(1).cloned().unwrap_or_default();
+        let proto = self
+            .model
+            .constant(&name)
+            .ok_or("the target shape must be a constant initializer")?;
+        reshape(shape, &int64s(proto))
+    }
+}
+
+/// Numpy broadcasting of two shapes.
+fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
+    let rank = a.len().max(b.len());
+    let dim = |s: &[usize], i: usize| {
+        if i + s.len() >= rank {
+            s[i + s.len() - rank]
+        } else {
+            1
+        }
+    };
+    (0..rank)
+        .map(|i| match (dim(a, i), dim(b, i)) {
+            (x, y) if x == y || y == 1 => Ok(x),
+            (1, y) => Ok(y),
+            _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
+        })
+        .collect()
+}
+
+/// A shape left-padded with 1s to rank 4.
+fn pad4(shape: &[usize]) -> [usize; 4] {
+    let mut out = [1; 4];
+    out[4 - shape.len()..].copy_from_slice(shape);
+    out
+}
+
+/// Strides of `shape` padded to rank 4 (0 along its size-1 dimensions, which broadcast).
+fn strides4(shape: &[usize]) -> [usize; 4] {
+    let own = pad4(shape);
+    let mut strides = [0; 4];
+    let mut step = 1;
+    for i in (0..4).rev() {
+        strides[i] = if own[i] == 1 { 0 } else { step };
+        step *= own[i];
+    }
+    strides
 }
 
 fn int64s(t: &pb::TensorProto) -> Vec<i64> {
@@ -406,18 +1257,29 @@ fn window(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
+    use crate::cache::CalibrationCache;
+    use crate::matrix::Precision;
+    use crate::model::onnx::float_tensor;
+    use crate::model::precision::plan as precision_plan;
+    use std::path::{Path, PathBuf};
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/digits")
+            .join(name)
+    }
 
     fn digits() -> OnnxModel {
-        OnnxModel::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/digits/digits_cnn.onnx"),
-        )
-        .unwrap()
+        OnnxModel::load(&fixture("digits_cnn.onnx")).unwrap()
+    }
+
+    fn fp32(model: &OnnxModel, batch: usize) -> Result<Plan, String> {
+        Plan::from_model(model, batch, &precision_plan(model, Precision::Fp32, None))
     }
 
     #[test]
     fn plans_the_demo_model_with_fused_relus() {
-        let plan = Plan::from_model(&digits(), 4).unwrap();
+        let plan = fp32(&digits(), 4).unwrap();
         let kinds: Vec<&str> = plan
             .layers
             .iter()
@@ -425,7 +1287,7 @@ mod tests {
                 Layer::Conv { relu: true, .. } => "conv+relu",
                 Layer::Gemm { relu: true, .. } => "gemm+relu",
                 Layer::Gemm { .. } => "gemm",
-                Layer::MaxPool { .. } => "maxpool",
+                Layer::Pool { avg: false, .. } => "maxpool",
                 other => panic!("unexpected {other:?}"),
             })
             .collect();
@@ -440,11 +1302,161 @@ mod tests {
         };
         assert_eq!((g.c, g.h, g.cout, g.oh), (8, 4, 16, 4));
         assert_eq!(plan.max_cols, 8 * 9 * 4 * 4 * 4);
+        assert!(plan.layers.iter().all(|l| l.int8().is_none()));
+    }
+
+    #[test]
+    fn int8_plans_take_the_cache_scales_and_quantize_weights_per_channel() {
+        let model = digits();
+        let cache = CalibrationCache::read(&fixture("digits_cnn.entropy.cache")).unwrap();
+        let scale = |name: &str| {
+            cache
+                .entries
+                .iter()
+                .find(|e| e.name == name)
+                .unwrap()
+                .scale()
+        };
+        let pplan = precision_plan(&model, Precision::Int8, Some(&cache));
+        let plan = Plan::from_model(&model, 2, &pplan).unwrap();
+        // The graph input is quantized on entry with its own scale.
+        assert!(
+            matches!(plan.layers[0], Layer::Unary { op: UnaryOp::Identity, q, .. } if q == scale("input"))
+        );
+        let Layer::Conv {
+            int8: Some(f),
+            q_pre,
+            q,
+            relu: true,
+            w,
+            ..
+        } = &plan.layers[1]
+        else {
+            panic!("{:?}", plan.layers[1])
+        };
+        assert_eq!(f.x_scale, scale("input"));
+        assert_eq!((*q_pre, *q), (scale("conv1_out"), scale("relu1_out")));
+        assert_eq!(f.kp, 16, "9 taps padded to 16");
+        // Each int8 weight dequantizes to within half a step of the float weight.
+        let (wq, dq, wf) = (
+            &plan.int8_weights[f.wq],
+            &plan.scales[f.dq],
+            &plan.weights[*w],
+        );
+        let k = 9; // 1 input channel × 3 × 3
+        for o in 0..8 {
+            let step = dq[o] / f.x_scale;
+            for i in 0..k {
+                let back = f32::from(wq[o * f.kp + i]) * step;
+                assert!(
+                    (back - wf[o * k + i]).abs() <= step / 2.0 + 1e-7,
+                    "channel {o}"
+                );
+            }
+            assert!(
+                wq[o * f.kp + k..(o + 1) * f.kp].iter().all(|&v| v == 0),
+                "padding is zero"
+            );
+        }
+        // The last Gemm writes the graph output: int8 GEMM, float output.
+        let Layer::Gemm {
+            int8: Some(_), q, ..
+        } = plan.layers.last().unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(*q, 0.0);
+        let stored: Plan = serde_json::from_slice(&serde_json::to_vec(&plan).unwrap()).unwrap();
+        assert_eq!(
+            stored, plan,
+            "int8 weights and scales come back bit for bit"
+        );
+    }
+
+    /// x → Conv(w, b) → BatchNormalization → y.
+    fn conv_bn() -> OnnxModel {
+        let mut model = digits();
+        let g = model.graph_mut();
+        g.node.truncate(1);
+        let conv_out = g.node[0].output[0].clone();
+        let c = 8;
+        for (name, v) in [("gamma", 2.0), ("beta", 0.5), ("mean", 0.25), ("var", 4.0)] {
+            g.initializer
+                .push(float_tensor(name, &[c], &vec![v; c as usize]));
+        }
+        g.node.push(pb::NodeProto {
+            op_type: "BatchNormalization".into(),
+            name: "bn".into(),
+            input: vec![
+                conv_out,
+                "gamma".into(),
+                "beta".into(),
+                "mean".into(),
+                "var".into(),
+            ],
+            output: vec!["bn_out".into()],
+            ..Default::default()
+        });
+        g.output[0].name = "bn_out".into();
+        model
+    }
+
+    #[test]
+    fn batch_norm_folds_into_the_convolution_before_it() {
+        let model = conv_bn();
+        let plan = fp32(&model, 1).unwrap();
+        assert_eq!(plan.layers.len(), 1, "{:?}", plan.layers);
+        let Layer::Conv { w, b: Some(b), .. } = &plan.layers[0] else {
+            panic!()
+        };
+        let original = &plan.weights[0];
+        // scale = gamma / sqrt(var + eps) ≈ 1, shift = beta - mean · scale.
+        let a = 2.0 / (4.0f32 + 1e-5).sqrt();
+        assert!((plan.weights[*w][3] - original[3] * a).abs() < 1e-6);
+        let bias0 = model.constant("conv1.bias").and_then(float_data);
+        let expect = bias0.map_or(0.0, |b| b[0]) * a + 0.5 - 0.25 * a;
+        assert!(
+            (plan.weights[*b][0] - expect).abs() < 1e-6,
+            "{} vs {expect}",
+            plan.weights[*b][0]
+        );
+    }
+
+    #[test]
+    fn batch_norm_on_a_quantized_conv_output_stays_a_separate_layer() {
+        let model = conv_bn();
+        let cache = CalibrationCache::read(&fixture("digits_cnn.entropy.cache")).unwrap();
+        let pplan = precision_plan(&model, Precision::Int8, Some(&cache));
+        let plan = Plan::from_model(&model, 1, &pplan).unwrap();
+        assert!(
+            matches!(
+                plan.layers.last().unwrap(),
+                Layer::Affine {
+                    channels: 8,
+                    inner: 64,
+                    ..
+                }
+            ),
+            "{:?}",
+            plan.layers
+        );
+    }
+
+    #[test]
+    fn broadcasting_follows_numpy() {
+        assert_eq!(broadcast(&[2, 3, 4], &[4]).unwrap(), [2, 3, 4]);
+        assert_eq!(broadcast(&[2, 1, 4], &[3, 1]).unwrap(), [2, 3, 4]);
+        assert!(broadcast(&[2, 3], &[4]).is_err());
+        let dims = pad4(&[2, 3, 4]);
+        assert_eq!(dims, [1, 2, 3, 4]);
+        assert_eq!(strides4(&[2, 3, 4]), [0, 12, 4, 1]);
+        assert_eq!(strides4(&[4]), [0, 0, 0, 1]);
+        assert_eq!(strides4(&[3, 1]), [0, 0, 1, 0]);
     }
 
     #[test]
     fn plan_round_trips_through_its_stored_form() {
-        let plan = Plan::from_model(&digits(), 2).unwrap();
+        let plan = fp32(&digits(), 2).unwrap();
         let bytes = serde_json::to_vec(&plan).unwrap();
         let back: Plan = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, plan, "weights must come back bit for bit");
@@ -461,10 +1473,10 @@ mod tests {
     #[test]
     fn unsupported_operator_names_the_node() {
         let mut model = digits();
-        model.graph_mut().node[1].op_type = "Sigmoid".into();
-        let err = Plan::from_model(&model, 1).unwrap_err();
+        model.graph_mut().node[1].op_type = "Tanh".into();
+        let err = fp32(&model, 1).unwrap_err();
         assert!(
-            err.contains("Sigmoid") && err.contains("reference backend"),
+            err.contains("Tanh") && err.contains("reference backend"),
             "{err}"
         );
     }

@@ -1,64 +1,175 @@
 // calibench's cuda backend kernels, compiled at run time with nvrtc. T is float or __half;
 // arithmetic is done in float. Every kernel is a grid-stride loop over its output.
+//
+// Fake quantization: a layer whose output tensor has an int8 scale q > 0 stores
+// clamp(rint(v / q), -128, 127) * q, exactly what the reference backend's QuantizeLinear →
+// DequantizeLinear pair computes (round half to even, saturate to int8). q = 0 leaves v as is.
 #include <cuda_fp16.h>
 
-template <typename T> __device__ __forceinline__ float ld(const T* p, long long i) { return (float)p[i]; }
-template <> __device__ __forceinline__ float ld<__half>(const __half* p, long long i) { return __half2float(p[i]); }
-template <typename T> __device__ __forceinline__ void st(T* p, long long i, float v) { p[i] = (T)v; }
-template <> __device__ __forceinline__ void st<__half>(__half* p, long long i, float v) { p[i] = __float2half(v); }
+template <typename T> __device__ __forceinline__ float ld(const T* p, int i) { return (float)p[i]; }
+template <> __device__ __forceinline__ float ld<__half>(const __half* p, int i) { return __half2float(p[i]); }
+template <typename T> __device__ __forceinline__ void st(T* p, int i, float v) { p[i] = (T)v; }
+template <> __device__ __forceinline__ void st<__half>(__half* p, int i, float v) { p[i] = __float2half(v); }
 
-#define LOOP(n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); i += (long long)blockDim.x * gridDim.x)
+__device__ __forceinline__ float fq(float v, float q) {
+    return q > 0.0f ? fminf(fmaxf(rintf(v / q), -128.0f), 127.0f) * q : v;
+}
+// Epilogue of a GEMM layer: quantize the raw output, Relu, quantize the Relu's output.
+__device__ __forceinline__ float finish(float v, float q_pre, int relu, float q) {
+    v = fq(v, q_pre);
+    if (relu && v < 0.0f) v = 0.0f;
+    return fq(v, q);
+}
+
+// Sizes and indices are 32-bit (the planner refuses tensors of 2^31 elements or more): 64-bit
+// division is emulated on the GPU and would dominate these memory-bound kernels.
+#define LOOP(n) for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += blockDim.x * gridDim.x)
 
 // x[N,C,H,W] -> cols[C*KH*KW, N*OH*OW]
 template <typename T>
 __device__ void im2col(const T* x, T* cols, int N, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW) {
-    long long P = (long long)N * OH * OW;
-    LOOP((long long)C * KH * KW * P) {
-        long long col = i % P, row = i / P;
+    int P = (int)N * OH * OW;
+    LOOP((int)C * KH * KW * P) {
+        int col = i % P, row = i / P;
         int kw = row % KW, kh = (row / KW) % KH, c = row / (KW * KH);
-        int ow = col % OW, oh = (col / OW) % OH, n = col / ((long long)OW * OH);
+        int ow = col % OW, oh = (col / OW) % OH, n = col / ((int)OW * OH);
         int h = oh * SH - PH + kh, w = ow * SW - PW + kw;
-        float v = (h >= 0 && h < H && w >= 0 && w < W) ? ld(x, (((long long)n * C + c) * H + h) * W + w) : 0.0f;
+        float v = (h >= 0 && h < H && w >= 0 && w < W) ? ld(x, (((int)n * C + c) * H + h) * W + w) : 0.0f;
         st(cols, i, v);
     }
 }
 
-// tmp[Cout, N*P] (+ bias[Cout], optional relu) -> out[N, Cout, P]
+// x[N,C,H,W] -> int8 patches cols[N*OH*OW, KP] (entries past C*KH*KW are 0), quantized with
+// scale s. One thread per position and 16 patch entries: neighbouring threads read neighbouring
+// pixels (coalesced) and each writes one aligned 16-byte vector.
 template <typename T>
-__device__ void to_nchw(const T* tmp, const T* bias, T* out, int N, int Cout, int P, int relu) {
-    LOOP((long long)N * Cout * P) {
-        long long p = i % P, c = (i / P) % Cout, n = i / ((long long)P * Cout);
-        float v = ld(tmp, c * ((long long)N * P) + n * P + p) + (bias ? ld(bias, c) : 0.0f);
-        st(out, i, relu && v < 0.0f ? 0.0f : v);
+__device__ void im2col_q8(const T* x, signed char* cols, int N, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW, int KP, float s) {
+    int P = N * OH * OW, CK = C * KH * KW;
+    LOOP(P * (KP / 16)) {
+        int col = i % P, group = i / P;
+        int ow = col % OW, oh = (col / OW) % OH, n = col / (OW * OH);
+        int packed[4] = {0, 0, 0, 0};
+        for (int j = 0; j < 16; ++j) {
+            int row = group * 16 + j;
+            float v = 0.0f;
+            if (row < CK) {
+                int kw = row % KW, kh = (row / KW) % KH, c = row / (KW * KH);
+                int h = oh * SH - PH + kh, w = ow * SW - PW + kw;
+                if (h >= 0 && h < H && w >= 0 && w < W) v = ld(x, ((n * C + c) * H + h) * W + w);
+            }
+            int q = (int)fminf(fmaxf(rintf(v / s), -128.0f), 127.0f);
+            packed[j / 4] |= (q & 0xff) << (8 * (j % 4));
+        }
+        reinterpret_cast<int4*>(cols)[(col * KP) / 16 + group] = make_int4(packed[0], packed[1], packed[2], packed[3]);
+    }
+}
+
+// tmp[Cout, N*P] (+ bias[Cout]) -> out[N, Cout, P] with the GEMM epilogue.
+template <typename T>
+__device__ void to_nchw(const T* tmp, const T* bias, T* out, int N, int Cout, int P, int relu, float q_pre, float q) {
+    LOOP((int)N * Cout * P) {
+        int p = i % P, c = (i / P) % Cout, n = i / ((int)P * Cout);
+        float v = ld(tmp, c * ((int)N * P) + n * P + p) + (bias ? ld(bias, c) : 0.0f);
+        st(out, i, finish(v, q_pre, relu, q));
+    }
+}
+
+// int32 acc[Cout, PP] (PP: N*P padded to 4) * scale[c] (+ bias[c]) -> out[N, Cout, P] with the
+// GEMM epilogue.
+template <typename T>
+__device__ void dequant(const int* acc, const float* scale, const T* bias, T* out, int N, int Cout, int P, int PP, int relu, float q_pre, float q) {
+    LOOP(N * Cout * P) {
+        int p = i % P, c = (i / P) % Cout, n = i / (P * Cout);
+        float v = (float)acc[c * PP + n * P + p] * scale[c] + (bias ? ld(bias, c) : 0.0f);
+        st(out, i, finish(v, q_pre, relu, q));
+    }
+}
+
+// In place GEMM epilogue (after a cuBLASLt GEMM whose output needs fake quantization).
+template <typename T>
+__device__ void epilogue(T* y, int n, int relu, float q_pre, float q) { LOOP(n) { st(y, i, finish(ld(y, i), q_pre, relu, q)); } }
+
+// op: 0 identity, 1 relu, 2 clip(lo, hi), 3 sigmoid.
+template <typename T>
+__device__ void unary(const T* x, T* y, int n, int op, float lo, float hi, float q) {
+    LOOP(n) {
+        float v = ld(x, i);
+        if (op == 1) v = fmaxf(v, 0.0f);
+        else if (op == 2) v = fminf(fmaxf(v, lo), hi);
+        else if (op == 3) v = 1.0f / (1.0f + expf(-v));
+        st(y, i, fq(v, q));
+    }
+}
+
+// y = a (+|*) b over dims d0..d3 with per-operand strides (0 where broadcast).
+template <typename T>
+__device__ void binary(const T* a, const T* b, T* y, int mul, int d1, int d2, int d3, int n,
+                       int a0, int a1, int a2, int a3, int b0, int b1, int b2, int b3, float q) {
+    LOOP(n) {
+        int i3 = i % d3, i2 = (i / d3) % d2, i1 = (i / (d3 * d2)) % d1, i0 = i / (d3 * d2 * d1);
+        float u = ld(a, i0 * a0 + i1 * a1 + i2 * a2 + i3 * a3), v = ld(b, i0 * b0 + i1 * b1 + i2 * b2 + i3 * b3);
+        st(y, i, fq(mul ? u * v : u + v, q));
     }
 }
 
 template <typename T>
-__device__ void relu(const T* x, T* y, long long n) { LOOP(n) { float v = ld(x, i); st(y, i, v < 0.0f ? 0.0f : v); } }
-
-template <typename T>
-__device__ void maxpool(const T* x, T* y, int N, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW) {
-    LOOP((long long)N * C * OH * OW) {
+__device__ void pool(const T* x, T* y, int NC, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW, int avg, int include_pad, float q) {
+    LOOP((int)NC * OH * OW) {
         int ow = i % OW, oh = (i / OW) % OH;
-        long long nc = i / ((long long)OW * OH);
-        float m = -3.402823466e38f;
+        int nc = i / ((int)OW * OH);
+        float m = avg ? 0.0f : -3.402823466e38f;
+        int count = 0;
         for (int kh = 0; kh < KH; ++kh)
             for (int kw = 0; kw < KW; ++kw) {
                 int h = oh * SH - PH + kh, w = ow * SW - PW + kw;
-                if (h >= 0 && h < H && w >= 0 && w < W) m = fmaxf(m, ld(x, (nc * H + h) * W + w));
+                if (h >= 0 && h < H && w >= 0 && w < W) {
+                    float v = ld(x, (nc * H + h) * W + w);
+                    m = avg ? m + v : fmaxf(m, v);
+                    ++count;
+                }
             }
-        st(y, i, m);
+        if (avg) m /= (float)(include_pad ? KH * KW : (count > 0 ? count : 1));
+        st(y, i, fq(m, q));
     }
 }
 
+template <typename T>
+__device__ void affine(const T* x, T* y, const T* scale, const T* shift, int C, int inner, int n, float q) {
+    LOOP(n) { int c = (i / inner) % C; st(y, i, fq(ld(x, i) * ld(scale, c) + ld(shift, c), q)); }
+}
+
+// x[outer, chunk] -> y[outer, total] at column offset.
+template <typename T>
+__device__ void concat(const T* x, T* y, int outer, int chunk, int total, int offset, float q) {
+    LOOP(outer * chunk) { int r = i / chunk, j = i % chunk; st(y, r * total + offset + j, fq(ld(x, i), q)); }
+}
+
+// Softmax over len elements spaced inner apart, one thread per (outer, inner) row.
+template <typename T>
+__device__ void softmax(const T* x, T* y, int outer, int len, int inner, float q) {
+    LOOP(outer * inner) {
+        int base = (i / inner) * len * inner + i % inner;
+        float m = -3.402823466e38f, sum = 0.0f;
+        for (int j = 0; j < len; ++j) m = fmaxf(m, ld(x, base + j * inner));
+        for (int j = 0; j < len; ++j) sum += expf(ld(x, base + j * inner) - m);
+        for (int j = 0; j < len; ++j) st(y, base + j * inner, fq(expf(ld(x, base + j * inner) - m) / sum, q));
+    }
+}
+
+#define WINDOW int N, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW
+#define WARGS N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW
 #define INSTANTIATE(NAME, T) \
-extern "C" __global__ void im2col_##NAME(const T* x, T* c, int N, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW) { im2col<T>(x, c, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW); } \
-extern "C" __global__ void to_nchw_##NAME(const T* t, const T* b, T* o, int N, int Co, int P, int r) { to_nchw<T>(t, b, o, N, Co, P, r); } \
-extern "C" __global__ void relu_##NAME(const T* x, T* y, long long n) { relu<T>(x, y, n); } \
-extern "C" __global__ void maxpool_##NAME(const T* x, T* y, int N, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW) { maxpool<T>(x, y, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW); }
+extern "C" __global__ void im2col_##NAME(const T* x, T* c, WINDOW) { im2col<T>(x, c, WARGS); } \
+extern "C" __global__ void im2col_q8_##NAME(const T* x, signed char* c, WINDOW, int KP, float s) { im2col_q8<T>(x, c, WARGS, KP, s); } \
+extern "C" __global__ void to_nchw_##NAME(const T* t, const T* b, T* o, int N, int Co, int P, int r, float qp, float q) { to_nchw<T>(t, b, o, N, Co, P, r, qp, q); } \
+extern "C" __global__ void dequant_##NAME(const int* a, const float* s, const T* b, T* o, int N, int Co, int P, int PP, int r, float qp, float q) { dequant<T>(a, s, b, o, N, Co, P, PP, r, qp, q); } \
+extern "C" __global__ void epilogue_##NAME(T* y, int n, int r, float qp, float q) { epilogue<T>(y, n, r, qp, q); } \
+extern "C" __global__ void unary_##NAME(const T* x, T* y, int n, int op, float lo, float hi, float q) { unary<T>(x, y, n, op, lo, hi, q); } \
+extern "C" __global__ void binary_##NAME(const T* a, const T* b, T* y, int mul, int d1, int d2, int d3, int n, int a0, int a1, int a2, int a3, int b0, int b1, int b2, int b3, float q) { binary<T>(a, b, y, mul, d1, d2, d3, n, a0, a1, a2, a3, b0, b1, b2, b3, q); } \
+extern "C" __global__ void pool_##NAME(const T* x, T* y, int NC, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW, int avg, int ip, float q) { pool<T>(x, y, NC, H, W, KH, KW, SH, SW, PH, PW, OH, OW, avg, ip, q); } \
+extern "C" __global__ void affine_##NAME(const T* x, T* y, const T* s, const T* b, int C, int inner, int n, float q) { affine<T>(x, y, s, b, C, inner, n, q); } \
+extern "C" __global__ void concat_##NAME(const T* x, T* y, int outer, int chunk, int total, int offset, float q) { concat<T>(x, y, outer, chunk, total, offset, q); } \
+extern "C" __global__ void softmax_##NAME(const T* x, T* y, int outer, int len, int inner, float q) { softmax<T>(x, y, outer, len, inner, q); }
 
 INSTANTIATE(f32, float)
 INSTANTIATE(f16, __half)
-
-extern "C" __global__ void f32_to_f16(const float* x, __half* y, long long n) { LOOP(n) { y[i] = __float2half(x[i]); } }
-extern "C" __global__ void f16_to_f32(const __half* x, float* y, long long n) { LOOP(n) { y[i] = __half2float(x[i]); } }

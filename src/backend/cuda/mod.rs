@@ -1,26 +1,38 @@
 //! The `cuda` backend: runs ONNX models on the GPU itself, cuBLASLt for convolutions (im2col)
 //! and GEMMs, nvrtc-compiled kernels (`kernels.cu`) for the rest.
 //!
-//! This step runs fp32 and fp16 (weights converted once at build, activations stored in fp16,
-//! fp32 accumulation) for Conv, Gemm, Relu, MaxPool, Reshape and Flatten. int8 and best are
-//! refused at build with a clear error until the int8 GEMM path lands.
+//! Precisions follow trtexec's flags and the reference backend's semantics (`model::precision`):
+//! - `fp32`: fp32 storage and strict fp32 GEMMs;
+//! - `fp16`: fp16 storage, fp16 GEMMs with fp32 accumulation;
+//! - `int8`: fp32 storage; each tensor with a cache scale is fake-quantized by the layer that
+//!   writes it, and Conv/Gemm/MatMul layers whose input is quantized run int8 × int8 → int32
+//!   GEMMs with weights quantized per output channel, dequantized in the epilogue;
+//! - `best`: fp16 storage, and for each layer with an int8 form the faster of int8 and fp16,
+//!   timed on the GPU at build (as TensorRT's builder times tactics).
 
+mod gemm;
 mod graph;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cudarc::cublaslt::{sys as lt, CudaBlasLT, Matmul, MatmulConfig, MatmulShared, Workspace};
 use cudarc::driver::{
-    CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
+    ValidAsZeroBits,
 };
 
 use super::{check_inputs, Backend, BackendError, BuildRequest, Engine, StoredEngine};
+use crate::cache::CalibrationCache;
 use crate::gpu::cuda::{nvrtc_present, GpuContext};
+use crate::gpu::GpuError;
 use crate::matrix::{BackendKind, Precision};
 use crate::model::onnx::OnnxModel;
+use crate::model::precision::{self, LayerPrecision};
 use crate::model::tensor::{Tensor, TensorSpec};
-use graph::{Layer, Plan};
+use gemm::{Epilogue, Gemm, GemmKind, GemmShape, Lt};
+use graph::{Layer, Operand, Plan};
+
+pub use graph::SUPPORTED_OPS;
 
 const KERNELS: &str = include_str!("kernels.cu");
 
@@ -36,16 +48,31 @@ fn infer_err(e: impl std::fmt::Display) -> BackendError {
 #[derive(Debug, Default)]
 pub struct CudaBackend;
 
+/// What the engine store keeps of a cuda engine: the plan (with best's choices made) and
+/// calibench's diagnostics of the cache.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredPlan {
+    plan: Plan,
+}
+
 impl Backend for CudaBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Cuda
     }
 
     fn build(&self, request: &BuildRequest<'_>) -> Result<Box<dyn Engine>, BackendError> {
-        let (ctx, precision) = context_for(request)?;
-        let model = OnnxModel::load(request.model_path).map_err(build_err)?;
-        let plan = Plan::from_model(&model, request.cell.batch).map_err(build_err)?;
-        engine_for(&ctx, precision, plan)
+        let ctx = context_for(request)?;
+        let model = OnnxModel::load(request.model_path).map_err(|e| build_err(format!("{e:#}")))?;
+        let cache = request
+            .cache_path
+            .map(CalibrationCache::read)
+            .transpose()
+            .map_err(build_err)?;
+        let precision = request.cell.precision;
+        let pplan = precision::plan(&model, precision, cache.as_ref());
+        let diagnostics = super::reference::plan_diagnostics(&pplan);
+        let plan = Plan::from_model(&model, request.cell.batch, &pplan).map_err(build_err)?;
+        engine_for(&ctx, precision, plan, diagnostics, true)
     }
 
     fn load(
@@ -54,43 +81,51 @@ impl Backend for CudaBackend {
         bytes: &[u8],
         origin: &std::path::Path,
     ) -> Result<Box<dyn Engine>, BackendError> {
-        let (ctx, precision) = context_for(request)?;
-        let (_, payload) = StoredEngine::decode(bytes, origin, "cuda")?;
-        let plan: Plan = serde_json::from_slice(payload).map_err(|e| {
+        let ctx = context_for(request)?;
+        let (header, payload) = StoredEngine::decode(bytes, origin, "cuda")?;
+        let stored: StoredPlan = serde_json::from_slice(payload).map_err(|e| {
             build_err(format!(
-                "{}: not a calibench cuda engine ({e})\nfix: delete it; it is rebuilt on the next run",
+                "{}: not a calibench cuda engine of this version ({e})\nfix: delete it; it is rebuilt on the next run",
                 origin.display()
             ))
         })?;
-        engine_for(&ctx, precision, plan)
+        engine_for(
+            &ctx,
+            request.cell.precision,
+            stored.plan,
+            header.diagnostics,
+            false,
+        )
     }
 }
 
-/// The cell's GPU context and precision, once the precision is one this backend runs.
-fn context_for(request: &BuildRequest<'_>) -> Result<(GpuContext, Precision), BackendError> {
+/// An fp32 engine of `model` at `batch` on GPU `ordinal`, for calibration
+/// (`cache::calibrate::EngineActivations`): activations are computed on the GPU.
+pub fn fp32_engine(
+    model: &OnnxModel,
+    batch: usize,
+    ordinal: usize,
+) -> Result<Box<dyn Engine>, BackendError> {
+    let ctx = GpuContext::new(ordinal).map_err(build_err)?;
+    let pplan = precision::plan(model, Precision::Fp32, None);
+    let plan = Plan::from_model(model, batch, &pplan).map_err(build_err)?;
+    engine_for(&ctx, Precision::Fp32, plan, Vec::new(), false)
+}
+
+/// The cell's GPU context.
+fn context_for(request: &BuildRequest<'_>) -> Result<GpuContext, BackendError> {
     let ordinal = request
         .gpu_ordinal
         .ok_or_else(|| build_err("the cuda backend runs on a GPU; this cell has none"))?;
-    let ctx = GpuContext::new(ordinal).map_err(build_err)?;
-    let precision = request.cell.precision;
-    check_precision(precision)?;
-    Ok((ctx, precision))
-}
-
-fn check_precision(precision: Precision) -> Result<(), BackendError> {
-    if matches!(precision, Precision::Int8 | Precision::Best) {
-        return Err(build_err(format!(
-                "the cuda backend runs fp32 and fp16 so far; {precision} is not implemented yet \
-                 (fix: use the reference backend for int8/best, or drop {precision} from this cell)"
-            )));
-    }
-    Ok(())
+    GpuContext::new(ordinal).map_err(build_err)
 }
 
 fn engine_for(
     ctx: &GpuContext,
     precision: Precision,
     plan: Plan,
+    diagnostics: Vec<super::EngineDiagnostic>,
+    tune: bool,
 ) -> Result<Box<dyn Engine>, BackendError> {
     if !nvrtc_present() {
         return Err(BackendError::Unavailable {
@@ -101,42 +136,16 @@ fn engine_for(
         });
     }
     match precision {
-        Precision::Fp16 => Ok(Box::new(CudaEngine::<half::f16>::new(ctx, plan)?)),
-        _ => Ok(Box::new(CudaEngine::<f32>::new(ctx, plan)?)),
-    }
-}
-
-/// cuBLASLt with calibench's compute types: strict fp32 for fp32 engines (cudarc's default for
-/// f32 is TF32, which rounds inputs to 10-bit mantissas), fp32 accumulation for fp16 engines.
-pub struct Blas(CudaBlasLT);
-
-impl MatmulShared for Blas {
-    fn handle(&self) -> &lt::cublasLtHandle_t {
-        self.0.handle()
-    }
-    fn workspace(&self) -> &Workspace {
-        self.0.workspace()
-    }
-    fn stream(&self) -> &Arc<CudaStream> {
-        self.0.stream()
-    }
-}
-
-impl Matmul<f32> for Blas {
-    fn matrix_type() -> lt::cudaDataType {
-        lt::cudaDataType_t::CUDA_R_32F
-    }
-    fn compute_type() -> lt::cublasComputeType_t {
-        lt::cublasComputeType_t::CUBLAS_COMPUTE_32F
-    }
-}
-
-impl Matmul<half::f16> for Blas {
-    fn matrix_type() -> lt::cudaDataType {
-        lt::cudaDataType_t::CUDA_R_16F
-    }
-    fn compute_type() -> lt::cublasComputeType_t {
-        lt::cublasComputeType_t::CUBLAS_COMPUTE_32F
+        Precision::Fp16 | Precision::Best => {
+            let mut engine = CudaEngine::<half::f16>::new(ctx, plan, diagnostics)?;
+            if precision == Precision::Best && tune {
+                engine.keep_fastest()?;
+            }
+            Ok(Box::new(engine))
+        }
+        Precision::Fp32 | Precision::Int8 => {
+            Ok(Box::new(CudaEngine::<f32>::new(ctx, plan, diagnostics)?))
+        }
     }
 }
 
@@ -144,8 +153,10 @@ impl Matmul<half::f16> for Blas {
 pub trait Element: DeviceRepr + ValidAsZeroBits + Copy + Unpin + 'static {
     /// Suffix of the kernels for this type in `kernels.cu`.
     const SUFFIX: &'static str;
-    /// Precision name for the per-layer report.
+    /// Precision name of float layers for the per-layer report.
     const PRECISION: &'static str;
+    /// cuBLASLt types of a float GEMM on this type.
+    const GEMM: GemmKind;
     /// From a host float.
     fn from_f32(v: f32) -> Self;
     /// To a host float.
@@ -155,6 +166,7 @@ pub trait Element: DeviceRepr + ValidAsZeroBits + Copy + Unpin + 'static {
 impl Element for f32 {
     const SUFFIX: &'static str = "f32";
     const PRECISION: &'static str = "fp32";
+    const GEMM: GemmKind = GemmKind::F32;
     fn from_f32(v: f32) -> Self {
         v
     }
@@ -166,6 +178,7 @@ impl Element for f32 {
 impl Element for half::f16 {
     const SUFFIX: &'static str = "f16";
     const PRECISION: &'static str = "fp16";
+    const GEMM: GemmKind = GemmKind::F16;
     fn from_f32(v: f32) -> Self {
         half::f16::from_f32(v)
     }
@@ -174,27 +187,48 @@ impl Element for half::f16 {
     }
 }
 
+/// The kernels of `kernels.cu` for one element type.
 struct Kernels {
     im2col: CudaFunction,
+    im2col_q8: CudaFunction,
     to_nchw: CudaFunction,
-    relu: CudaFunction,
-    maxpool: CudaFunction,
+    dequant: CudaFunction,
+    epilogue: CudaFunction,
+    unary: CudaFunction,
+    binary: CudaFunction,
+    pool: CudaFunction,
+    affine: CudaFunction,
+    concat: CudaFunction,
+    softmax: CudaFunction,
+}
+
+/// The two forms a GEMM layer can run in.
+struct GemmForms {
+    float: Gemm,
+    int8: Option<Gemm>,
 }
 
 /// A built engine: the plan's weights and activations resident on one GPU.
 struct CudaEngine<T: Element> {
     ctx: GpuContext,
-    blas: Blas,
+    lt: Lt,
     kernels: Kernels,
     plan: Plan,
+    gemms: Vec<Option<GemmForms>>,
     weights: Vec<CudaSlice<T>>,
+    int8_weights: Vec<CudaSlice<i8>>,
+    scales: Vec<CudaSlice<f32>>,
     /// One buffer per activation of the plan (reshapes alias their input's buffer).
     activations: Vec<CudaSlice<T>>,
-    /// im2col and GEMM scratch, sized for the largest convolution.
+    /// Float im2col and GEMM scratch, sized for the largest convolution.
     cols: CudaSlice<T>,
     gemm_out: CudaSlice<T>,
+    /// Int8 patches and int32 accumulators, sized for the largest int8 GEMM.
+    cols_i8: CudaSlice<i8>,
+    acc: CudaSlice<i32>,
     input_specs: Vec<TensorSpec>,
     output_names: Vec<String>,
+    diagnostics: Vec<super::EngineDiagnostic>,
 }
 
 fn launch_cfg(n: usize) -> LaunchConfig {
@@ -206,16 +240,30 @@ fn launch_cfg(n: usize) -> LaunchConfig {
     }
 }
 
-impl<T: Element> CudaEngine<T>
-where
-    Blas: Matmul<T>,
-{
-    fn new(ctx: &GpuContext, plan: Plan) -> Result<Self, BackendError> {
+/// Raw device address of a buffer (the engine's stream is its only user, so no tracking).
+fn ptr<S, B: DevicePtr<S>>(buffer: &B, stream: &CudaStream) -> u64 {
+    buffer.device_ptr(stream).0
+}
+
+fn upload<S: DeviceRepr + ValidAsZeroBits + Copy>(
+    stream: &Arc<CudaStream>,
+    host: &[S],
+) -> Result<CudaSlice<S>, BackendError> {
+    if host.is_empty() {
+        return stream.alloc_zeros::<S>(1).map_err(build_err);
+    }
+    stream.clone_htod(host).map_err(build_err)
+}
+
+impl<T: Element> CudaEngine<T> {
+    fn new(
+        ctx: &GpuContext,
+        plan: Plan,
+        diagnostics: Vec<super::EngineDiagnostic>,
+    ) -> Result<Self, BackendError> {
         let stream = &ctx.stream;
         let mut options = cudarc::nvrtc::CompileOptions::default();
-        for dir in cuda_include_dirs() {
-            options.include_paths.push(dir);
-        }
+        options.include_paths.extend(cuda_include_dirs());
         let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNELS, options).map_err(|e| {
             build_err(format!(
                 "compiling the cuda backend's kernels with nvrtc: {e}"
@@ -229,41 +277,74 @@ where
         };
         let kernels = Kernels {
             im2col: load("im2col")?,
+            im2col_q8: load("im2col_q8")?,
             to_nchw: load("to_nchw")?,
-            relu: load("relu")?,
-            maxpool: load("maxpool")?,
+            dequant: load("dequant")?,
+            epilogue: load("epilogue")?,
+            unary: load("unary")?,
+            binary: load("binary")?,
+            pool: load("pool")?,
+            affine: load("affine")?,
+            concat: load("concat")?,
+            softmax: load("softmax")?,
         };
         let weights = plan
             .weights
             .iter()
             .map(|w| {
-                let host: Vec<T> = w.iter().map(|&v| T::from_f32(v)).collect();
-                stream.clone_htod(&host).map_err(build_err)
+                upload(
+                    stream,
+                    &w.iter().map(|&v| T::from_f32(v)).collect::<Vec<T>>(),
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let int8_weights = plan
+            .int8_weights
+            .iter()
+            .map(|w| upload(stream, w))
+            .collect::<Result<Vec<_>, _>>()?;
+        let scales = plan
+            .scales
+            .iter()
+            .map(|s| upload(stream, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let zeros = |n: usize| stream.alloc_zeros::<T>(n.max(1)).map_err(build_err);
         let activations = plan
             .buffer_sizes
             .iter()
-            .map(|&n| stream.alloc_zeros::<T>(n.max(1)).map_err(build_err))
+            .map(|&n| zeros(n))
             .collect::<Result<Vec<_>, _>>()?;
-        let cols = stream
-            .alloc_zeros::<T>(plan.max_cols.max(1))
+        let (cols, gemm_out) = (zeros(plan.max_cols)?, zeros(plan.max_gemm_out)?);
+        let cols_i8 = stream
+            .alloc_zeros::<i8>(plan.max_cols_i8.max(1))
             .map_err(build_err)?;
-        let gemm_out = stream
-            .alloc_zeros::<T>(plan.max_gemm_out.max(1))
+        let acc = stream
+            .alloc_zeros::<i32>(plan.max_acc.max(1))
             .map_err(build_err)?;
-        let blas = Blas(CudaBlasLT::new(stream.clone()).map_err(build_err)?);
+        let lt = Lt::new(stream.clone()).map_err(build_err)?;
+        let mut gemms = Vec::with_capacity(plan.layers.len());
+        for (layer, name) in plan.layers.iter().zip(&plan.layer_names) {
+            let forms = gemm_forms::<T>(&lt, layer, &weights, stream)
+                .map_err(|e| build_err(format!("layer {name}: {e}")))?;
+            gemms.push(forms);
+        }
         Ok(CudaEngine {
             ctx: ctx.clone(),
-            blas,
+            lt,
             kernels,
             input_specs: plan.inputs.iter().map(|i| i.spec.clone()).collect(),
             output_names: plan.outputs.iter().map(|o| o.spec.name.clone()).collect(),
             plan,
+            gemms,
             weights,
+            int8_weights,
+            scales,
             activations,
             cols,
             gemm_out,
+            cols_i8,
+            acc,
+            diagnostics,
         })
     }
 
@@ -273,175 +354,421 @@ where
 
     /// Enqueues every layer on the stream.
     fn enqueue_layers(&mut self) -> Result<(), BackendError> {
+        for i in 0..self.plan.layers.len() {
+            let int8 = self.plan.layers[i].int8().is_some();
+            self.enqueue_layer(i, int8)?;
+        }
+        Ok(())
+    }
+
+    /// Enqueues layer `i`, a GEMM layer in its int8 form when `int8`.
+    fn enqueue_layer(&mut self, i: usize, int8: bool) -> Result<(), BackendError> {
         let stream = self.ctx.stream.clone();
-        for layer in &self.plan.layers {
-            match layer {
-                Layer::Conv {
-                    x,
-                    w,
-                    b,
-                    y,
-                    g,
-                    relu,
-                } => {
-                    let (n, p, ck) = (g.n, g.oh * g.ow, g.c * g.kh * g.kw);
-                    let ints = [
-                        g.n, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow,
-                    ]
-                    .map(|v| v as i32);
-                    let mut launch = stream.launch_builder(&self.kernels.im2col);
-                    launch.arg(&self.activations[*x]).arg(&mut self.cols);
-                    for v in &ints {
-                        launch.arg(v);
-                    }
-                    // SAFETY: cols holds ck * n * p elements (max_cols), x holds n*c*h*w.
-                    unsafe { launch.launch(launch_cfg(ck * n * p)) }.map_err(infer_err)?;
-                    let cfg = MatmulConfig {
-                        transa: false,
-                        transb: false,
-                        transc: false,
-                        m: (n * p) as u64,
-                        n: g.cout as u64,
-                        k: ck as u64,
-                        alpha: 1.0,
-                        lda: (n * p) as i64,
-                        ldb: ck as i64,
-                        beta: 0.0,
-                        ldc: (n * p) as i64,
-                        stride_a: None,
-                        stride_b: None,
-                        stride_c: None,
-                        stride_bias: None,
-                        batch_size: None,
-                    };
-                    // SAFETY: shapes as in cfg; gemm_out holds cout * n * p (max_gemm_out).
-                    unsafe {
-                        self.blas.matmul(
-                            cfg,
-                            &self.cols,
-                            &self.weights[*w],
-                            &mut self.gemm_out,
-                            None,
-                            None,
-                        )
-                    }
-                    .map_err(infer_err)?;
-                    let (ni, co, pi, r) = (n as i32, g.cout as i32, p as i32, *relu as i32);
-                    let mut launch = stream.launch_builder(&self.kernels.to_nchw);
-                    launch.arg(&self.gemm_out);
-                    match b {
-                        Some(b) => launch.arg(&self.weights[*b]),
-                        None => launch.arg(&0u64),
-                    };
-                    launch
-                        .arg(&mut self.activations[*y])
-                        .arg(&ni)
-                        .arg(&co)
-                        .arg(&pi)
-                        .arg(&r);
-                    // SAFETY: y holds n * cout * p elements.
-                    unsafe { launch.launch(launch_cfg(n * g.cout * p)) }.map_err(infer_err)?;
-                }
-                Layer::Gemm {
-                    x,
-                    w,
-                    b,
-                    y,
-                    batch,
-                    k,
-                    nout,
-                    trans_b,
-                    relu,
-                } => {
-                    let cfg = MatmulConfig {
-                        transa: *trans_b,
-                        transb: false,
-                        transc: false,
-                        m: *nout as u64,
-                        n: *batch as u64,
-                        k: *k as u64,
-                        alpha: 1.0,
-                        lda: if *trans_b { *k } else { *nout } as i64,
-                        ldb: *k as i64,
-                        beta: 0.0,
-                        ldc: *nout as i64,
-                        stride_a: None,
-                        stride_b: None,
-                        stride_c: None,
-                        stride_bias: None,
-                        batch_size: None,
-                    };
-                    let act = relu.then_some(cudarc::cublaslt::Activation::Relu);
-                    let (xs, ys) = pair(&mut self.activations, *x, *y);
-                    // SAFETY: w is [nout, k] (trans_b) or [k, nout]; x [batch, k]; y [batch, nout].
-                    unsafe {
-                        self.blas.matmul(
-                            cfg,
-                            &self.weights[*w],
-                            xs,
-                            ys,
-                            b.map(|b| &self.weights[b]),
-                            act.as_ref(),
-                        )
-                    }
-                    .map_err(infer_err)?;
-                }
-                Layer::Relu { x, y, len } => {
-                    let n = *len as i64;
-                    let (xs, ys) = pair(&mut self.activations, *x, *y);
-                    let mut launch = stream.launch_builder(&self.kernels.relu);
-                    launch.arg(xs).arg(ys).arg(&n);
-                    // SAFETY: x and y hold len elements.
-                    unsafe { launch.launch(launch_cfg(*len)) }.map_err(infer_err)?;
-                }
-                Layer::MaxPool { x, y, g } => {
-                    let ints = [
-                        g.n * g.c,
-                        1,
-                        g.h,
-                        g.w,
-                        g.kh,
-                        g.kw,
-                        g.sh,
-                        g.sw,
-                        g.ph,
-                        g.pw,
-                        g.oh,
-                        g.ow,
-                    ]
-                    .map(|v| v as i32);
-                    let (xs, ys) = pair(&mut self.activations, *x, *y);
-                    let mut launch = stream.launch_builder(&self.kernels.maxpool);
-                    launch.arg(xs).arg(ys);
-                    for v in &ints {
-                        launch.arg(v);
-                    }
-                    // SAFETY: y holds n*c*oh*ow elements, x n*c*h*w.
-                    unsafe { launch.launch(launch_cfg(g.n * g.c * g.oh * g.ow)) }
+        let s = stream.as_ref();
+        let layer = self.plan.layers[i].clone();
+        let act = |b: usize| ptr(&self.activations[b], s);
+        let wt = |b: usize| ptr(&self.weights[b], s);
+        let launch = |f: &CudaFunction, n: usize, args: &[Arg]| -> Result<(), BackendError> {
+            let mut builder = stream.launch_builder(f);
+            for a in args {
+                match a {
+                    Arg::P(v) => builder.arg(v),
+                    Arg::I(v) => builder.arg(v),
+                    Arg::F(v) => builder.arg(v),
+                };
+            }
+            // SAFETY: every kernel's arguments are its buffers' addresses and the sizes the
+            // planner computed for them; each buffer holds what the kernel indexes.
+            unsafe { builder.launch(launch_cfg(n)) }.map_err(infer_err)?;
+            Ok(())
+        };
+        use Arg::{F, I, P};
+        let window = |g: &graph::Window, c: usize| {
+            [
+                g.n, c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow,
+            ]
+            .map(|v| I(v as i32))
+        };
+        match &layer {
+            Layer::Conv {
+                x,
+                w,
+                b,
+                y,
+                g,
+                relu,
+                q_pre,
+                q,
+                int8: form,
+            } => {
+                let (n, p, bias) = (g.n as i32, (g.oh * g.ow) as i32, b.map_or(0, wt));
+                let tail = [I(*relu as i32), F(*q_pre), F(*q)];
+                let forms = self.gemms[i].as_ref().expect("conv layers have GEMMs");
+                match form.filter(|_| int8) {
+                    Some(f) => {
+                        let mut args = vec![P(act(*x)), P(ptr(&self.cols_i8, s))];
+                        args.extend(window(g, g.c));
+                        args.extend([I(f.kp as i32), F(f.x_scale)]);
+                        launch(&self.kernels.im2col_q8, g.positions() * f.kp / 16, &args)?;
+                        let gemm = forms.int8.as_ref().expect("int8 form planned");
+                        let wq = ptr(&self.int8_weights[f.wq], s);
+                        // SAFETY: cols_i8 is [positions padded, kp], wq [cout, kp], acc
+                        // [cout, positions padded].
+                        unsafe {
+                            gemm.launch(&self.lt, ptr(&self.cols_i8, s), wq, ptr(&self.acc, s))
+                        }
                         .map_err(infer_err)?;
+                        let mut args = vec![
+                            P(ptr(&self.acc, s)),
+                            P(ptr(&self.scales[f.dq], s)),
+                            P(bias),
+                            P(act(*y)),
+                        ];
+                        let pp = g.positions_padded() as i32;
+                        args.extend([I(n), I(g.cout as i32), I(p), I(pp)]);
+                        args.extend(tail);
+                        launch(&self.kernels.dequant, g.positions() * g.cout, &args)?;
+                    }
+                    None => {
+                        let mut args = vec![P(act(*x)), P(ptr(&self.cols, s))];
+                        args.extend(window(g, g.c));
+                        launch(&self.kernels.im2col, g.patch() * g.positions(), &args)?;
+                        // SAFETY: cols is [patch, positions], w [cout, patch], gemm_out [cout, positions].
+                        unsafe {
+                            forms.float.launch(
+                                &self.lt,
+                                ptr(&self.cols, s),
+                                wt(*w),
+                                ptr(&self.gemm_out, s),
+                            )
+                        }
+                        .map_err(infer_err)?;
+                        let mut args = vec![P(ptr(&self.gemm_out, s)), P(bias), P(act(*y))];
+                        args.extend([I(n), I(g.cout as i32), I(p)]);
+                        args.extend(tail);
+                        launch(&self.kernels.to_nchw, g.positions() * g.cout, &args)?;
+                    }
+                }
+            }
+            Layer::Gemm {
+                x,
+                w,
+                b,
+                y,
+                batch,
+                k,
+                nout,
+                relu,
+                q_pre,
+                q,
+                int8: form,
+                ..
+            } => {
+                let forms = self.gemms[i].as_ref().expect("gemm layers have GEMMs");
+                let tail = [I(*relu as i32), F(*q_pre), F(*q)];
+                match form.filter(|_| int8) {
+                    Some(f) => {
+                        let g = layer.gemm_window().expect("gemm window");
+                        let mut args = vec![P(act(*x)), P(ptr(&self.cols_i8, s))];
+                        args.extend(window(&g, *k));
+                        args.extend([I(f.kp as i32), F(f.x_scale)]);
+                        launch(&self.kernels.im2col_q8, batch * f.kp / 16, &args)?;
+                        let gemm = forms.int8.as_ref().expect("int8 form planned");
+                        let wq = ptr(&self.int8_weights[f.wq], s);
+                        // SAFETY: cols_i8 is [batch padded, kp], wq [nout, kp], acc
+                        // [nout, batch padded].
+                        unsafe {
+                            gemm.launch(&self.lt, ptr(&self.cols_i8, s), wq, ptr(&self.acc, s))
+                        }
+                        .map_err(infer_err)?;
+                        let bias = b.map_or(0, wt);
+                        let mut args = vec![
+                            P(ptr(&self.acc, s)),
+                            P(ptr(&self.scales[f.dq], s)),
+                            P(bias),
+                            P(act(*y)),
+                        ];
+                        let pp = g.positions_padded() as i32;
+                        args.extend([I(*batch as i32), I(*nout as i32), I(1), I(pp)]);
+                        args.extend(tail);
+                        launch(&self.kernels.dequant, batch * nout, &args)?;
+                    }
+                    None => {
+                        // SAFETY: w is [nout, k] or [k, nout], x [batch, k], y [batch, nout].
+                        unsafe { forms.float.launch(&self.lt, wt(*w), act(*x), act(*y)) }
+                            .map_err(infer_err)?;
+                        // A Relu after quantizing the raw output runs here, not in cuBLASLt.
+                        if *q_pre > 0.0 || *q > 0.0 {
+                            let args = [
+                                P(act(*y)),
+                                I((batch * nout) as i32),
+                                tail[0],
+                                tail[1],
+                                tail[2],
+                            ];
+                            launch(&self.kernels.epilogue, batch * nout, &args)?;
+                        }
+                    }
+                }
+            }
+            Layer::Unary { x, y, len, op, q } => {
+                let (code, lo, hi) = op.code();
+                let args = [
+                    P(act(*x)),
+                    P(act(*y)),
+                    I(*len as i32),
+                    I(code),
+                    F(lo),
+                    F(hi),
+                    F(*q),
+                ];
+                launch(&self.kernels.unary, *len, &args)?;
+            }
+            Layer::Binary {
+                a,
+                b,
+                y,
+                mul,
+                dims,
+                a_strides,
+                b_strides,
+                q,
+            } => {
+                let operand = |o: &Operand| match o {
+                    Operand::Act(b) => act(*b),
+                    Operand::Weight(w) => wt(*w),
+                };
+                let n: usize = dims.iter().product();
+                let mut args = vec![P(operand(a)), P(operand(b)), P(act(*y)), I(*mul as i32)];
+                args.extend([dims[1], dims[2], dims[3], n].map(|v| I(v as i32)));
+                args.extend(a_strides.iter().chain(b_strides).map(|&v| I(v as i32)));
+                args.push(F(*q));
+                launch(&self.kernels.binary, n, &args)?;
+            }
+            Layer::Pool {
+                x,
+                y,
+                g,
+                avg,
+                count_include_pad,
+                q,
+            } => {
+                let mut args = vec![P(act(*x)), P(act(*y)), I((g.n * g.c) as i32)];
+                args.extend(window(g, 0)[2..].iter().cloned());
+                args.extend([I(*avg as i32), I(*count_include_pad as i32), F(*q)]);
+                launch(&self.kernels.pool, g.n * g.c * g.oh * g.ow, &args)?;
+            }
+            Layer::Affine {
+                x,
+                y,
+                scale,
+                shift,
+                channels,
+                inner,
+                len,
+                q,
+            } => {
+                let args = [
+                    P(act(*x)),
+                    P(act(*y)),
+                    P(wt(*scale)),
+                    P(wt(*shift)),
+                    I(*channels as i32),
+                    I(*inner as i32),
+                    I(*len as i32),
+                    F(*q),
+                ];
+                launch(&self.kernels.affine, *len, &args)?;
+            }
+            Layer::Concat {
+                parts,
+                y,
+                outer,
+                total,
+                q,
+            } => {
+                let mut offset = 0;
+                for (x, chunk) in parts {
+                    let args = [
+                        P(act(*x)),
+                        P(act(*y)),
+                        I(*outer as i32),
+                        I(*chunk as i32),
+                        I(*total as i32),
+                        I(offset as i32),
+                        F(*q),
+                    ];
+                    launch(&self.kernels.concat, outer * chunk, &args)?;
+                    offset += chunk;
+                }
+            }
+            Layer::Softmax {
+                x,
+                y,
+                outer,
+                len,
+                inner,
+                q,
+            } => {
+                let args = [
+                    P(act(*x)),
+                    P(act(*y)),
+                    I(*outer as i32),
+                    I(*len as i32),
+                    I(*inner as i32),
+                    F(*q),
+                ];
+                launch(&self.kernels.softmax, outer * inner, &args)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// best: times each layer that has an int8 form in both forms (warm-up, then 20 runs
+    /// between CUDA events) and keeps the faster; the report says which was kept.
+    fn keep_fastest(&mut self) -> Result<(), BackendError> {
+        let timer = self.ctx.timer().map_err(build_err)?;
+        for i in 0..self.plan.layers.len() {
+            if self.plan.layers[i].int8().is_none() {
+                continue;
+            }
+            let mut time = |int8: bool| -> Result<f64, BackendError> {
+                for _ in 0..3 {
+                    self.enqueue_layer(i, int8)?;
+                }
+                timer
+                    .time(|| {
+                        for _ in 0..20 {
+                            self.enqueue_layer(i, int8)
+                                .map_err(|e| GpuError::Cuda(e.to_string()))?;
+                        }
+                        Ok::<(), GpuError>(())
+                    })
+                    .map_err(build_err)
+            };
+            let (t_int8, t_float) = (time(true)?, time(false)?);
+            tracing::debug!(layer = %self.plan.layer_names[i], t_int8, t_float, "best: int8 vs fp16");
+            if t_float < t_int8 {
+                self.plan.layers[i].drop_int8();
+                if let Some(forms) = self.gemms[i].as_mut() {
+                    forms.int8 = None;
+                }
+                let name = &self.plan.layer_names[i];
+                for entry in self.plan.report.iter_mut().filter(|l| &l.layer == name) {
+                    entry.precision = T::PRECISION.to_string();
                 }
             }
         }
         Ok(())
     }
-}
 
-/// `x` shared and `y` mutable from one vector (`x != y`, checked by the planner).
-fn pair<S>(v: &mut [S], x: usize, y: usize) -> (&S, &mut S) {
-    assert_ne!(x, y, "a layer reads and writes the same buffer");
-    if x < y {
-        let (lo, hi) = v.split_at_mut(y);
-        (&lo[x], &mut hi[0])
-    } else {
-        let (lo, hi) = v.split_at_mut(x);
-        (&hi[0], &mut lo[y])
+    /// The per-layer report: the precision plan's, with fp16 for best's float layers and the
+    /// storage precision for layers the plan ran at float.
+    fn report(&self) -> Vec<LayerPrecision> {
+        self.plan
+            .report
+            .iter()
+            .map(|l| LayerPrecision {
+                precision: if l.precision == "int8" {
+                    l.precision.clone()
+                } else {
+                    T::PRECISION.to_string()
+                },
+                ..l.clone()
+            })
+            .collect()
     }
 }
 
-impl<T: Element> Engine for CudaEngine<T>
-where
-    Blas: Matmul<T>,
-{
+/// Kernel arguments of one launch.
+#[derive(Clone, Copy)]
+enum Arg {
+    P(u64),
+    I(i32),
+
+    F(f32),
+}
+
+/// The GEMM descriptors of a Conv/Gemm layer (none for other layers).
+fn gemm_forms<T: Element>(
+    lt: &Lt,
+    layer: &Layer,
+    weights: &[CudaSlice<T>],
+    stream: &CudaStream,
+) -> Result<Option<GemmForms>, String> {
+    // int8: D[positions padded, cout] = patchesᵀ · weights in cuBLASLt's "TN" form; column-major
+    // D is [cout][positions] in memory, which the dequantize kernel reads coalesced.
+    let int8 = |f: &graph::Int8Gemm, g: &graph::Window| {
+        let pp = g.positions_padded();
+        let shape = GemmShape {
+            m: pp,
+            n: g.cout,
+            k: f.kp,
+            trans_a: true,
+            lda: f.kp,
+            ldb: f.kp,
+            ldd: pp,
+        };
+        Gemm::new(lt, GemmKind::I8, shape, Epilogue::None)
+    };
+    Ok(Some(match layer {
+        Layer::Conv { g, int8: form, .. } => {
+            let (np, ck) = (g.positions(), g.patch());
+            let shape = GemmShape {
+                m: np,
+                n: g.cout,
+                k: ck,
+                trans_a: false,
+                lda: np,
+                ldb: ck,
+                ldd: np,
+            };
+            GemmForms {
+                float: Gemm::new(lt, T::GEMM, shape, Epilogue::None)?,
+                int8: form.as_ref().map(|f| int8(f, g)).transpose()?,
+            }
+        }
+        Layer::Gemm {
+            b,
+            batch,
+            k,
+            nout,
+            trans_b,
+            relu,
+            q_pre,
+            int8: form,
+            ..
+        } => {
+            let shape = GemmShape {
+                m: *nout,
+                n: *batch,
+                k: *k,
+                trans_a: *trans_b,
+                lda: if *trans_b { *k } else { *nout },
+                ldb: *k,
+                ldd: *nout,
+            };
+            let bias = b.map(|b| ptr(&weights[b], stream));
+            // A Relu that follows quantization of the raw output runs in the epilogue kernel.
+            let epilogue = match (bias, *relu && *q_pre == 0.0) {
+                (Some(p), true) => Epilogue::BiasRelu(p),
+                (Some(p), false) => Epilogue::Bias(p),
+                (None, true) => Epilogue::Relu,
+                (None, false) => Epilogue::None,
+            };
+            GemmForms {
+                float: Gemm::new(lt, T::GEMM, shape, epilogue)?,
+                int8: form
+                    .as_ref()
+                    .map(|f| int8(f, &layer.gemm_window().expect("gemm window")))
+                    .transpose()?,
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+impl<T: Element> Engine for CudaEngine<T> {
     fn inputs(&self) -> &[TensorSpec] {
         &self.input_specs
     }
@@ -476,7 +803,19 @@ where
     }
 
     fn layer_precisions(&self) -> BTreeMap<String, usize> {
-        BTreeMap::from([(T::PRECISION.to_string(), self.plan.layers.len())])
+        let mut counts = BTreeMap::new();
+        for l in self.report() {
+            *counts.entry(l.precision).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    fn layers(&self) -> Vec<LayerPrecision> {
+        self.report()
+    }
+
+    fn diagnostics(&self) -> Vec<super::EngineDiagnostic> {
+        self.diagnostics.clone()
     }
 
     fn gpu_context(&self) -> Option<GpuContext> {
@@ -486,9 +825,12 @@ where
     fn serialize(&self) -> Option<Vec<u8>> {
         let header = StoredEngine {
             layer_counts: self.layer_precisions(),
-            diagnostics: Vec::new(),
+            diagnostics: self.diagnostics.clone(),
         };
-        header.encode(&serde_json::to_vec(&self.plan).ok()?)
+        let stored = StoredPlan {
+            plan: self.plan.clone(),
+        };
+        header.encode(&serde_json::to_vec(&stored).ok()?)
     }
 
     fn enqueue(&mut self) -> Result<(), BackendError> {

@@ -2,9 +2,12 @@
 //! TensorRT would quantize, and compute a dynamic range (amax) per tensor. One method per
 //! file behind [`RangeMethod`]; [`calibrate`] drives them over the data.
 
+mod engines;
 mod entropy;
 mod minmax;
 mod percentile;
+
+pub use engines::{EngineActivations, EngineBuilder};
 
 use std::collections::BTreeMap;
 

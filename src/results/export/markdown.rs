@@ -32,9 +32,12 @@ impl Exporter for MarkdownExporter {
         )?;
         writeln!(
             out,
-            "| cell | status | top-1 | cosine | median ms | p99 ms | note |"
+            "| cell | status | top-1 | cosine | median ms | p99 ms | end-to-end median ms | note |"
         )?;
-        writeln!(out, "| --- | --- | ---: | ---: | ---: | ---: | --- |")?;
+        writeln!(
+            out,
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
+        )?;
         for r in records {
             let acc = r.accuracy.as_ref().and_then(|a| a.outputs.first());
             let top1 = acc
@@ -44,6 +47,10 @@ impl Exporter for MarkdownExporter {
             let (median, p99) = r.latency.as_ref().map_or(("-".into(), "-".into()), |l| {
                 (format!("{:.3}", l.median_ms), format!("{:.3}", l.p99_ms))
             });
+            let end_to_end = r
+                .end_to_end
+                .as_ref()
+                .map_or("-".into(), |l| format!("{:.3}", l.median_ms));
             let status = match r.status {
                 Status::Ok => "✅ ok",
                 Status::Failed => "❌ failed",
@@ -54,7 +61,7 @@ impl Exporter for MarkdownExporter {
             });
             writeln!(
                 out,
-                "| `{}` | {status} | {top1} | {cosine} | {median} | {p99} | {} |",
+                "| `{}` | {status} | {top1} | {cosine} | {median} | {p99} | {end_to_end} | {} |",
                 md_cell(&r.key),
                 md_cell(&note)
             )?;
@@ -85,5 +92,19 @@ mod tests {
         assert!(md.contains("tensor &lt;script&gt;\\|a"), "{md}");
         assert!(!md.contains("second line"), "first line only: {md}");
         assert_eq!(md.lines().filter(|l| l.starts_with("| `")).count(), 2);
+    }
+
+    #[test]
+    fn gpu_cells_show_end_to_end_beside_compute_time() {
+        let mut gpu = sample("g", Status::Ok);
+        let mut e2e = gpu.latency.clone().unwrap();
+        e2e.median_ms = 0.4567;
+        gpu.end_to_end = Some(e2e);
+        let mut out = Vec::new();
+        MarkdownExporter.export(&[gpu], &mut out).unwrap();
+        let md = String::from_utf8(out).unwrap();
+        assert!(md.contains("end-to-end median ms"), "{md}");
+        let row = md.lines().find(|l| l.starts_with("| `g")).unwrap();
+        assert!(row.contains("| 0.457 |"), "{row}");
     }
 }

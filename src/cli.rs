@@ -52,6 +52,34 @@ pub enum Command {
     /// Manage the engine store.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Per-layer GPU time of a model on the cuda backend, with each GEMM's own time and
+    /// throughput beside it (as trtexec's --dumpProfile).
+    Profile(ProfileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// The ONNX model.
+    #[arg(long, short = 'm', value_name = "MODEL.onnx")]
+    pub model: PathBuf,
+    /// Calibration cache (int8 and best).
+    #[arg(long, value_name = "CACHE")]
+    pub cache: Option<PathBuf>,
+    /// fp32, fp16, int8 or best.
+    #[arg(long, default_value = "fp32", value_parser = |s: &str| s.parse::<calibench::matrix::Precision>())]
+    pub precision: calibench::matrix::Precision,
+    /// Batch size.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// GPU (CUDA ordinal).
+    #[arg(long, default_value_t = 0, value_name = "INDEX")]
+    pub gpu: usize,
+    /// Launches per timed repeat (each layer is timed over 5 repeats; the median is reported).
+    #[arg(long, default_value_t = 50)]
+    pub iterations: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Cache(cmd) => commands::cache::cache(cmd),
         Command::Calibrate(args) => commands::calibrate::calibrate(args),
         Command::Gpus(args) => commands::gpus::gpus(args),
+        Command::Profile(args) => commands::profile::profile(args),
         Command::Report(args) => commands::report::report(args),
         Command::Merge(args) => commands::report::merge(args),
         Command::Compare(args) => commands::report::compare(args),

@@ -410,3 +410,54 @@ fn calibration_on_the_gpu_matches_the_reference_backend() {
         assert!(worst <= bound, "{method}: {worst}");
     }
 }
+
+/// `calibench profile`: every layer with its time, GEMM layers with their GEMM's shape and
+/// throughput; without a GPU, an error that says what is missing and the fix.
+#[test]
+fn profile_prints_every_layer_or_says_why_not() {
+    let model = fixtures().join("digits_cnn.onnx");
+    let cache = fixtures().join("digits_cnn.entropy.cache");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_calibench"))
+            .arg("profile")
+            .arg("--model")
+            .arg(&model)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let no_cache = run(&["--precision", "int8"]);
+    assert!(!no_cache.status.success());
+    assert!(String::from_utf8_lossy(&no_cache.stderr).contains("--cache"));
+    let out = run(&[
+        "--precision",
+        "int8",
+        "--batch",
+        "64",
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    if !calibench::gpu::cuda::driver_present() {
+        assert!(!out.status.success());
+        assert!(stderr.contains("fix:"), "{stderr}");
+        return;
+    }
+    eprintln!("{stdout}");
+    assert!(out.status.success(), "{stderr}");
+    for layer in ["conv1", "pool1", "conv2", "fc1", "fc2"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(layer)),
+            "{layer} missing:\n{stdout}"
+        );
+    }
+    let conv1 = stdout.lines().find(|l| l.starts_with("conv1")).unwrap();
+    // conv1 at batch 64: 64·8·8 positions, 8 output channels, 9 taps padded to 16.
+    assert!(
+        conv1.contains("int8") && conv1.contains("4096×8×16"),
+        "{conv1}"
+    );
+}

@@ -5,6 +5,7 @@ pub mod calibrate;
 pub mod export;
 pub mod gpus;
 pub mod plan;
+pub mod profile;
 pub mod report;
 pub mod run;
 pub mod store;

@@ -111,9 +111,18 @@ pub enum Epilogue {
 pub struct Gemm {
     desc: sys::cublasLtMatmulDesc_t,
     layouts: [sys::cublasLtMatrixLayout_t; 3],
+    /// The algorithm launched.
     algo: sys::cublasLtMatmulAlgo_t,
+    /// cuBLASLt's heuristic candidates, best guess first ([`Gemm::tune`] times them).
+    candidates: Vec<sys::cublasLtMatmulAlgo_t>,
     kind: GemmKind,
 }
+
+/// Runs enqueued work between CUDA events and returns its GPU time in ms.
+pub type Stopwatch<'a> = dyn Fn(&dyn Fn() -> Result<(), String>) -> Result<f64, String> + 'a;
+
+/// Candidates asked of cuBLASLt's heuristic per GEMM.
+const CANDIDATES: usize = 8;
 
 // SAFETY: descriptors are plain host objects, used by one engine at a time.
 unsafe impl Send for Gemm {}
@@ -136,6 +145,7 @@ impl Gemm {
             layouts: [std::ptr::null_mut(); 3],
             // SAFETY: plain old data, overwritten by the heuristic below.
             algo: unsafe { std::mem::zeroed() },
+            candidates: Vec::new(),
             kind,
         };
         let (a_rows, a_cols) = if s.trans_a { (s.k, s.m) } else { (s.m, s.k) };
@@ -183,15 +193,18 @@ impl Gemm {
         }
         let pref = result::create_matmul_pref().map_err(lt_err("preference"))?;
         let bytes = lt.workspace.len();
-        // SAFETY: pref is live; the heuristic reads live descriptors.
-        let heuristic = unsafe {
+        let mut results: Vec<sys::cublasLtMatmulHeuristicResult_t> = Vec::with_capacity(CANDIDATES);
+        let mut found = 0i32;
+        // SAFETY: pref is live; the heuristic reads live descriptors and writes at most
+        // CANDIDATES results into the reserved capacity.
+        let status = unsafe {
             let _ = result::set_matmul_pref_attribute(
                 pref,
                 sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                 (&bytes as *const usize).cast(),
                 size_of::<usize>(),
             );
-            let h = result::get_matmul_algo_heuristic(
+            let status = sys::cublasLtMatmulAlgoGetHeuristic(
                 lt.handle,
                 gemm.desc,
                 gemm.layouts[0],
@@ -199,17 +212,27 @@ impl Gemm {
                 gemm.layouts[2],
                 gemm.layouts[2],
                 pref,
+                CANDIDATES as i32,
+                results.as_mut_ptr(),
+                &mut found,
             );
             let _ = result::destroy_matmul_pref(pref);
-            h
-        }
-        .map_err(|e| {
+            results.set_len(found.clamp(0, CANDIDATES as i32) as usize);
+            status
+        };
+        gemm.candidates = results
+            .iter()
+            .filter(|r| {
+                r.state == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS && r.workspaceSize <= bytes
+            })
+            .map(|r| r.algo)
+            .collect();
+        gemm.algo = *gemm.candidates.first().ok_or_else(|| {
             format!(
-                "cuBLASLt has no {kind:?} algorithm for m={} n={} k={} ({e})",
+                "cuBLASLt has no {kind:?} algorithm for m={} n={} k={} ({status:?})",
                 s.m, s.n, s.k
             )
         })?;
-        gemm.algo = heuristic.algo;
         Ok(gemm)
     }
 
@@ -251,6 +274,36 @@ impl Gemm {
             stream.cu_stream() as *mut _,
         )
         .map_err(lt_err("matmul"))
+    }
+}
+
+impl Gemm {
+    /// Times each heuristic candidate on the real operands (`time` runs its closure between
+    /// CUDA events and returns ms) and keeps the fastest, as TensorRT's builder times tactics.
+    /// Returns the index of the kept candidate among those tried.
+    ///
+    /// # Safety
+    /// As [`Gemm::launch`].
+    pub unsafe fn tune(
+        &mut self,
+        lt: &Lt,
+        (a, b, d): (u64, u64, u64),
+        time: &Stopwatch<'_>,
+    ) -> Result<usize, String> {
+        if self.candidates.len() < 2 {
+            return Ok(0);
+        }
+        let mut best = (f64::INFINITY, 0);
+        for (i, algo) in self.candidates.clone().into_iter().enumerate() {
+            self.algo = algo;
+            let this = &*self;
+            let ms = time(&|| this.launch(lt, a, b, d))?;
+            if ms < best.0 {
+                best = (ms, i);
+            }
+        }
+        self.algo = self.candidates[best.1];
+        Ok(best.1)
     }
 }
 

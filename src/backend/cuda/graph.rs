@@ -225,6 +225,21 @@ pub enum Layer {
 }
 
 impl Layer {
+    /// Short name of the layer's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Layer::Conv { .. } => "conv",
+            Layer::Gemm { .. } => "gemm",
+            Layer::Unary { .. } => "elementwise",
+            Layer::Binary { .. } => "binary",
+            Layer::Pool { avg: true, .. } => "avgpool",
+            Layer::Pool { .. } => "maxpool",
+            Layer::Affine { .. } => "affine",
+            Layer::Concat { .. } => "concat",
+            Layer::Softmax { .. } => "softmax",
+        }
+    }
+
     /// The int8 form of a GEMM layer, if it has one.
     pub fn int8(&self) -> Option<&Int8Gemm> {
         match self {
@@ -754,6 +769,7 @@ impl Planner<'_> {
                 x.shape
             ));
         }
+        check_grid(&g)?;
         self.reserve(&g, true);
         let int8 = self.int8_nodes.contains(&index).then(|| {
             let data = self.plan.weights[w].clone();
@@ -951,6 +967,7 @@ impl Planner<'_> {
             let kernel = ints(node, "kernel_shape").ok_or("no kernel_shape")?;
             window(node, &x.shape, &kernel, c)?
         };
+        check_grid(&g)?;
         let avg = node.op_type != "MaxPool";
         let count_include_pad = attr_int(node, "count_include_pad").unwrap_or(0) == 1;
         let y = self.plan.new_buffer(g.n * g.c * g.oh * g.ow);
@@ -1119,6 +1136,19 @@ impl Planner<'_> {
             .ok_or("the target shape must be a constant initializer")?;
         reshape(shape, &int64s(proto))
     }
+}
+
+/// The convolution and pooling kernels put patch rows, channels and images on the y and z axes of
+/// the CUDA grid, which hold at most 65535 blocks.
+fn check_grid(g: &Window) -> Result<(), String> {
+    let largest = g.patch().max(g.cout).max(g.c).max(g.n);
+    if largest > 65_535 {
+        return Err(format!(
+            "a window of {} channels × {}×{} over a batch of {} is beyond the cuda backend's grid limit (65535 per axis)",
+            g.c, g.kh, g.kw, g.n
+        ));
+    }
+    Ok(())
 }
 
 /// Numpy broadcasting of two shapes.

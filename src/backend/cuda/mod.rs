@@ -12,6 +12,7 @@
 
 mod gemm;
 mod graph;
+mod profile;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use gemm::{Epilogue, Gemm, GemmKind, GemmShape, Lt};
 use graph::{Layer, Operand, Plan};
 
 pub use graph::SUPPORTED_OPS;
+pub use profile::{profile_model, GemmProfile, LayerProfile};
 
 const KERNELS: &str = include_str!("kernels.cu");
 
@@ -62,16 +64,13 @@ impl Backend for CudaBackend {
 
     fn build(&self, request: &BuildRequest<'_>) -> Result<Box<dyn Engine>, BackendError> {
         let ctx = context_for(request)?;
-        let model = OnnxModel::load(request.model_path).map_err(|e| build_err(format!("{e:#}")))?;
-        let cache = request
-            .cache_path
-            .map(CalibrationCache::read)
-            .transpose()
-            .map_err(build_err)?;
         let precision = request.cell.precision;
-        let pplan = precision::plan(&model, precision, cache.as_ref());
-        let diagnostics = super::reference::plan_diagnostics(&pplan);
-        let plan = Plan::from_model(&model, request.cell.batch, &pplan).map_err(build_err)?;
+        let (plan, diagnostics) = engine_plan(
+            request.model_path,
+            request.cache_path,
+            precision,
+            request.cell.batch,
+        )?;
         engine_for(&ctx, precision, plan, diagnostics, true)
     }
 
@@ -106,7 +105,7 @@ pub fn fp32_engine(
     batch: usize,
     ordinal: usize,
 ) -> Result<Box<dyn Engine>, BackendError> {
-    let ctx = GpuContext::new(ordinal).map_err(build_err)?;
+    let ctx = context_for_ordinal(ordinal)?;
     let pplan = precision::plan(model, Precision::Fp32, None);
     let plan = Plan::from_model(model, batch, &pplan).map_err(build_err)?;
     engine_for(&ctx, Precision::Fp32, plan, Vec::new(), false)
@@ -117,7 +116,30 @@ fn context_for(request: &BuildRequest<'_>) -> Result<GpuContext, BackendError> {
     let ordinal = request
         .gpu_ordinal
         .ok_or_else(|| build_err("the cuda backend runs on a GPU; this cell has none"))?;
+    context_for_ordinal(ordinal)
+}
+
+fn context_for_ordinal(ordinal: usize) -> Result<GpuContext, BackendError> {
     GpuContext::new(ordinal).map_err(build_err)
+}
+
+/// The plan of a model file at a precision (with its cache) and batch, and calibench's
+/// diagnostics of the cache against the model.
+fn engine_plan(
+    model: &std::path::Path,
+    cache: Option<&std::path::Path>,
+    precision: Precision,
+    batch: usize,
+) -> Result<(Plan, Vec<super::EngineDiagnostic>), BackendError> {
+    let model = OnnxModel::load(model).map_err(|e| build_err(format!("{e:#}")))?;
+    let cache = cache
+        .map(CalibrationCache::read)
+        .transpose()
+        .map_err(build_err)?;
+    let pplan = precision::plan(&model, precision, cache.as_ref());
+    let diagnostics = super::reference::plan_diagnostics(&pplan);
+    let plan = Plan::from_model(&model, batch, &pplan).map_err(build_err)?;
+    Ok((plan, diagnostics))
 }
 
 fn engine_for(
@@ -191,6 +213,7 @@ impl Element for half::f16 {
 struct Kernels {
     im2col: CudaFunction,
     im2col_q8: CudaFunction,
+    quantize_rows: CudaFunction,
     to_nchw: CudaFunction,
     dequant: CudaFunction,
     epilogue: CudaFunction,
@@ -229,6 +252,16 @@ struct CudaEngine<T: Element> {
     input_specs: Vec<TensorSpec>,
     output_names: Vec<String>,
     diagnostics: Vec<super::EngineDiagnostic>,
+}
+
+/// A 3-D grid: x over `x` elements (blocks of up to 256 threads), y and z one block row each.
+fn grid3(x: usize, y: usize, z: usize) -> LaunchConfig {
+    let threads = x.next_multiple_of(32).min(256);
+    LaunchConfig {
+        grid_dim: (x.div_ceil(threads) as u32, y as u32, z as u32),
+        block_dim: (threads as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 fn launch_cfg(n: usize) -> LaunchConfig {
@@ -278,6 +311,7 @@ impl<T: Element> CudaEngine<T> {
         let kernels = Kernels {
             im2col: load("im2col")?,
             im2col_q8: load("im2col_q8")?,
+            quantize_rows: load("quantize_rows")?,
             to_nchw: load("to_nchw")?,
             dequant: load("dequant")?,
             epilogue: load("epilogue")?,
@@ -328,7 +362,7 @@ impl<T: Element> CudaEngine<T> {
                 .map_err(|e| build_err(format!("layer {name}: {e}")))?;
             gemms.push(forms);
         }
-        Ok(CudaEngine {
+        let mut engine = CudaEngine {
             ctx: ctx.clone(),
             lt,
             kernels,
@@ -345,7 +379,9 @@ impl<T: Element> CudaEngine<T> {
             cols_i8,
             acc,
             diagnostics,
-        })
+        };
+        engine.tune_gemms()?;
+        Ok(engine)
     }
 
     fn stream(&self) -> &Arc<CudaStream> {
@@ -368,20 +404,21 @@ impl<T: Element> CudaEngine<T> {
         let layer = self.plan.layers[i].clone();
         let act = |b: usize| ptr(&self.activations[b], s);
         let wt = |b: usize| ptr(&self.weights[b], s);
-        let launch = |f: &CudaFunction, n: usize, args: &[Arg]| -> Result<(), BackendError> {
-            let mut builder = stream.launch_builder(f);
-            for a in args {
-                match a {
-                    Arg::P(v) => builder.arg(v),
-                    Arg::I(v) => builder.arg(v),
-                    Arg::F(v) => builder.arg(v),
-                };
-            }
-            // SAFETY: every kernel's arguments are its buffers' addresses and the sizes the
-            // planner computed for them; each buffer holds what the kernel indexes.
-            unsafe { builder.launch(launch_cfg(n)) }.map_err(infer_err)?;
-            Ok(())
-        };
+        let launch =
+            |f: &CudaFunction, cfg: LaunchConfig, args: &[Arg]| -> Result<(), BackendError> {
+                let mut builder = stream.launch_builder(f);
+                for a in args {
+                    match a {
+                        Arg::P(v) => builder.arg(v),
+                        Arg::I(v) => builder.arg(v),
+                        Arg::F(v) => builder.arg(v),
+                    };
+                }
+                // SAFETY: every kernel's arguments are its buffers' addresses and the sizes the
+                // planner computed for them; each buffer holds what the kernel indexes.
+                unsafe { builder.launch(cfg) }.map_err(infer_err)?;
+                Ok(())
+            };
         use Arg::{F, I, P};
         let window = |g: &graph::Window, c: usize| {
             [
@@ -392,7 +429,7 @@ impl<T: Element> CudaEngine<T> {
         match &layer {
             Layer::Conv {
                 x,
-                w,
+
                 b,
                 y,
                 g,
@@ -400,24 +437,21 @@ impl<T: Element> CudaEngine<T> {
                 q_pre,
                 q,
                 int8: form,
+                ..
             } => {
                 let (n, p, bias) = (g.n as i32, (g.oh * g.ow) as i32, b.map_or(0, wt));
                 let tail = [I(*relu as i32), F(*q_pre), F(*q)];
-                let forms = self.gemms[i].as_ref().expect("conv layers have GEMMs");
                 match form.filter(|_| int8) {
                     Some(f) => {
                         let mut args = vec![P(act(*x)), P(ptr(&self.cols_i8, s))];
                         args.extend(window(g, g.c));
                         args.extend([I(f.kp as i32), F(f.x_scale)]);
-                        launch(&self.kernels.im2col_q8, g.positions() * f.kp / 16, &args)?;
-                        let gemm = forms.int8.as_ref().expect("int8 form planned");
-                        let wq = ptr(&self.int8_weights[f.wq], s);
-                        // SAFETY: cols_i8 is [positions padded, kp], wq [cout, kp], acc
-                        // [cout, positions padded].
-                        unsafe {
-                            gemm.launch(&self.lt, ptr(&self.cols_i8, s), wq, ptr(&self.acc, s))
-                        }
-                        .map_err(infer_err)?;
+                        launch(
+                            &self.kernels.im2col_q8,
+                            grid3(g.oh * g.ow, f.kp / 16, g.n),
+                            &args,
+                        )?;
+                        self.launch_gemm(i, true)?;
                         let mut args = vec![
                             P(ptr(&self.acc, s)),
                             P(ptr(&self.scales[f.dq], s)),
@@ -427,32 +461,34 @@ impl<T: Element> CudaEngine<T> {
                         let pp = g.positions_padded() as i32;
                         args.extend([I(n), I(g.cout as i32), I(p), I(pp)]);
                         args.extend(tail);
-                        launch(&self.kernels.dequant, g.positions() * g.cout, &args)?;
+                        launch(
+                            &self.kernels.dequant,
+                            grid3(g.oh * g.ow, g.cout, g.n),
+                            &args,
+                        )?;
                     }
                     None => {
                         let mut args = vec![P(act(*x)), P(ptr(&self.cols, s))];
                         args.extend(window(g, g.c));
-                        launch(&self.kernels.im2col, g.patch() * g.positions(), &args)?;
-                        // SAFETY: cols is [patch, positions], w [cout, patch], gemm_out [cout, positions].
-                        unsafe {
-                            forms.float.launch(
-                                &self.lt,
-                                ptr(&self.cols, s),
-                                wt(*w),
-                                ptr(&self.gemm_out, s),
-                            )
-                        }
-                        .map_err(infer_err)?;
+                        launch(
+                            &self.kernels.im2col,
+                            grid3(g.oh * g.ow, g.patch(), g.n),
+                            &args,
+                        )?;
+                        self.launch_gemm(i, false)?;
                         let mut args = vec![P(ptr(&self.gemm_out, s)), P(bias), P(act(*y))];
                         args.extend([I(n), I(g.cout as i32), I(p)]);
                         args.extend(tail);
-                        launch(&self.kernels.to_nchw, g.positions() * g.cout, &args)?;
+                        launch(
+                            &self.kernels.to_nchw,
+                            grid3(g.oh * g.ow, g.cout, g.n),
+                            &args,
+                        )?;
                     }
                 }
             }
             Layer::Gemm {
                 x,
-                w,
                 b,
                 y,
                 batch,
@@ -464,23 +500,21 @@ impl<T: Element> CudaEngine<T> {
                 int8: form,
                 ..
             } => {
-                let forms = self.gemms[i].as_ref().expect("gemm layers have GEMMs");
                 let tail = [I(*relu as i32), F(*q_pre), F(*q)];
                 match form.filter(|_| int8) {
                     Some(f) => {
                         let g = layer.gemm_window().expect("gemm window");
-                        let mut args = vec![P(act(*x)), P(ptr(&self.cols_i8, s))];
-                        args.extend(window(&g, *k));
-                        args.extend([I(f.kp as i32), F(f.x_scale)]);
-                        launch(&self.kernels.im2col_q8, batch * f.kp / 16, &args)?;
-                        let gemm = forms.int8.as_ref().expect("int8 form planned");
-                        let wq = ptr(&self.int8_weights[f.wq], s);
-                        // SAFETY: cols_i8 is [batch padded, kp], wq [nout, kp], acc
-                        // [nout, batch padded].
-                        unsafe {
-                            gemm.launch(&self.lt, ptr(&self.cols_i8, s), wq, ptr(&self.acc, s))
-                        }
-                        .map_err(infer_err)?;
+                        let args = [
+                            P(act(*x)),
+                            P(ptr(&self.cols_i8, s)),
+                            I(*batch as i32),
+                            I(*k as i32),
+                            I(f.kp as i32),
+                            F(f.x_scale),
+                        ];
+                        let cfg = launch_cfg(batch * f.kp / 16);
+                        launch(&self.kernels.quantize_rows, cfg, &args)?;
+                        self.launch_gemm(i, true)?;
                         let bias = b.map_or(0, wt);
                         let mut args = vec![
                             P(ptr(&self.acc, s)),
@@ -491,12 +525,10 @@ impl<T: Element> CudaEngine<T> {
                         let pp = g.positions_padded() as i32;
                         args.extend([I(*batch as i32), I(*nout as i32), I(1), I(pp)]);
                         args.extend(tail);
-                        launch(&self.kernels.dequant, batch * nout, &args)?;
+                        launch(&self.kernels.dequant, grid3(1, *nout, *batch), &args)?;
                     }
                     None => {
-                        // SAFETY: w is [nout, k] or [k, nout], x [batch, k], y [batch, nout].
-                        unsafe { forms.float.launch(&self.lt, wt(*w), act(*x), act(*y)) }
-                            .map_err(infer_err)?;
+                        self.launch_gemm(i, false)?;
                         // A Relu after quantizing the raw output runs here, not in cuBLASLt.
                         if *q_pre > 0.0 || *q > 0.0 {
                             let args = [
@@ -506,7 +538,7 @@ impl<T: Element> CudaEngine<T> {
                                 tail[1],
                                 tail[2],
                             ];
-                            launch(&self.kernels.epilogue, batch * nout, &args)?;
+                            launch(&self.kernels.epilogue, launch_cfg(batch * nout), &args)?;
                         }
                     }
                 }
@@ -522,7 +554,7 @@ impl<T: Element> CudaEngine<T> {
                     F(hi),
                     F(*q),
                 ];
-                launch(&self.kernels.unary, *len, &args)?;
+                launch(&self.kernels.unary, launch_cfg(*len), &args)?;
             }
             Layer::Binary {
                 a,
@@ -543,7 +575,7 @@ impl<T: Element> CudaEngine<T> {
                 args.extend([dims[1], dims[2], dims[3], n].map(|v| I(v as i32)));
                 args.extend(a_strides.iter().chain(b_strides).map(|&v| I(v as i32)));
                 args.push(F(*q));
-                launch(&self.kernels.binary, n, &args)?;
+                launch(&self.kernels.binary, launch_cfg(n), &args)?;
             }
             Layer::Pool {
                 x,
@@ -553,10 +585,10 @@ impl<T: Element> CudaEngine<T> {
                 count_include_pad,
                 q,
             } => {
-                let mut args = vec![P(act(*x)), P(act(*y)), I((g.n * g.c) as i32)];
+                let mut args = vec![P(act(*x)), P(act(*y)), I(g.c as i32)];
                 args.extend(window(g, 0)[2..].iter().cloned());
                 args.extend([I(*avg as i32), I(*count_include_pad as i32), F(*q)]);
-                launch(&self.kernels.pool, g.n * g.c * g.oh * g.ow, &args)?;
+                launch(&self.kernels.pool, grid3(g.oh * g.ow, g.c, g.n), &args)?;
             }
             Layer::Affine {
                 x,
@@ -578,7 +610,7 @@ impl<T: Element> CudaEngine<T> {
                     I(*len as i32),
                     F(*q),
                 ];
-                launch(&self.kernels.affine, *len, &args)?;
+                launch(&self.kernels.affine, launch_cfg(*len), &args)?;
             }
             Layer::Concat {
                 parts,
@@ -598,7 +630,7 @@ impl<T: Element> CudaEngine<T> {
                         I(offset as i32),
                         F(*q),
                     ];
-                    launch(&self.kernels.concat, outer * chunk, &args)?;
+                    launch(&self.kernels.concat, launch_cfg(outer * chunk), &args)?;
                     offset += chunk;
                 }
             }
@@ -618,7 +650,88 @@ impl<T: Element> CudaEngine<T> {
                     I(*inner as i32),
                     F(*q),
                 ];
-                launch(&self.kernels.softmax, outer * inner, &args)?;
+                launch(&self.kernels.softmax, launch_cfg(outer * inner), &args)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Device addresses of the A, B and D operands of GEMM layer `i` (its int8 form when
+    /// `int8` and it has one).
+    fn gemm_operands(&self, i: usize, int8: bool) -> Option<(u64, u64, u64)> {
+        let s = self.ctx.stream.as_ref();
+        let layer = &self.plan.layers[i];
+        Some(match (layer, layer.int8().filter(|_| int8)) {
+            (_, Some(f)) => (
+                ptr(&self.cols_i8, s),
+                ptr(&self.int8_weights[f.wq], s),
+                ptr(&self.acc, s),
+            ),
+            (Layer::Conv { w, .. }, None) => (
+                ptr(&self.cols, s),
+                ptr(&self.weights[*w], s),
+                ptr(&self.gemm_out, s),
+            ),
+            (Layer::Gemm { x, w, y, .. }, None) => (
+                ptr(&self.weights[*w], s),
+                ptr(&self.activations[*x], s),
+                ptr(&self.activations[*y], s),
+            ),
+            _ => return None,
+        })
+    }
+
+    /// The GEMM of layer `i` in the form chosen by `int8`.
+    fn gemm_of(&self, i: usize, int8: bool) -> Option<&Gemm> {
+        let forms = self.gemms[i].as_ref()?;
+        match (int8 && self.plan.layers[i].int8().is_some(), &forms.int8) {
+            (true, Some(g)) => Some(g),
+            _ => Some(&forms.float),
+        }
+    }
+
+    /// Enqueues only the GEMM of GEMM layer `i`, its int8 form when `int8` and it has one.
+    fn launch_gemm(&self, i: usize, int8: bool) -> Result<(), BackendError> {
+        let not_gemm = || infer_err("not a GEMM layer");
+        let gemm = self.gemm_of(i, int8).ok_or_else(not_gemm)?;
+        let (a, b, d) = self.gemm_operands(i, int8).ok_or_else(not_gemm)?;
+        // SAFETY: int8: patches [positions padded, kp], weights [cout, kp], accumulators
+        // [cout, positions padded]; conv: patches [patch, positions], weights [cout, patch],
+        // output [cout, positions]; gemm: weights [nout, k] or [k, nout], x [batch, k],
+        // y [batch, nout] — the shapes the GEMM was planned with.
+        unsafe { gemm.launch(&self.lt, a, b, d) }.map_err(infer_err)
+    }
+
+    /// Times cuBLASLt's candidate algorithms of every GEMM on this GPU and keeps the fastest.
+    fn tune_gemms(&mut self) -> Result<(), BackendError> {
+        let timer = self.ctx.timer().map_err(build_err)?;
+        let time = |run: &dyn Fn() -> Result<(), String>| -> Result<f64, String> {
+            run()?; // warm-up
+            timer
+                .time(|| {
+                    for _ in 0..5 {
+                        run().map_err(crate::gpu::GpuError::Cuda)?;
+                    }
+                    Ok::<(), crate::gpu::GpuError>(())
+                })
+                .map_err(|e| e.to_string())
+        };
+        for i in 0..self.plan.layers.len() {
+            for int8 in [false, true] {
+                let Some(operands) = self.gemm_operands(i, int8) else {
+                    continue;
+                };
+                let Some(forms) = self.gemms[i].as_mut() else {
+                    continue;
+                };
+                let gemm = match (int8, forms.int8.as_mut()) {
+                    (false, _) => &mut forms.float,
+                    (true, Some(g)) => g,
+                    (true, None) => continue,
+                };
+                // SAFETY: the operands are the layer's own buffers, of the planned shapes.
+                let kept = unsafe { gemm.tune(&self.lt, operands, &time) }.map_err(build_err)?;
+                tracing::debug!(layer = %self.plan.layer_names[i], int8, kept, "GEMM algorithm");
             }
         }
         Ok(())

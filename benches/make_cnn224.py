@@ -1,5 +1,5 @@
 """Writes a VGG-style CNN at 224x224 with random weights (seeded) for the cuda backend's
-latency bench: Conv/Relu/MaxPool/Flatten/Gemm only, the operators the cuda backend runs today.
+latency bench and `calibench profile` (Conv/Relu/MaxPool/Flatten/Gemm, int8-friendly shapes).
 
     python3 benches/make_cnn224.py /tmp/cnn224.onnx
 """

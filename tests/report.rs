@@ -124,6 +124,12 @@ fn records() -> Vec<Record> {
     let mut gpu_fp32 = record("m", None, Precision::Fp32, 0.9875, 1.0, Status::Ok);
     let compute = gpu_fp32.latency.as_mut().unwrap();
     compute.clock = "cuda-event".into();
+    compute.estimate = Some(calibench::results::schema::Estimate {
+        mean_ms: 1.0,
+        mean_lower_ms: 0.99,
+        mean_upper_ms: 1.01,
+        ..Default::default()
+    });
     let mut end_to_end = compute.clone();
     end_to_end.clock = "wall".into();
     end_to_end.median_ms = 1.25;
@@ -259,6 +265,10 @@ fn html_report_has_every_section() {
     assert!(
         html.contains("1.2500 &#x2F; 2.5000"),
         "a GPU cell shows end-to-end median / p99 beside compute time"
+    );
+    assert!(
+        html.contains("criterion 1.0000 [0.9900, 1.0100]"),
+        "criterion's estimate with its interval is shown"
     );
 }
 

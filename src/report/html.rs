@@ -45,6 +45,7 @@ fn cell_view(c: &CellSummary) -> serde_json::Value {
         "median": num(c.median_ms, 4),
         "end_to_end": c.end_to_end_ms.map_or("–".into(), |(m, p)| format!("{m:.4} / {p:.4}")),
         "ladder": c.ladder_ms.map_or("–".into(), |l| l.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(" / ")),
+        "criterion": c.criterion_ms.map_or(String::new(), |(lo, m, hi)| format!("criterion {m:.4} [{lo:.4}, {hi:.4}]")),
         "mean_std": c.mean_ms.zip(c.std_ms).map_or("–".into(), |(m, s)| format!("{m:.4} ± {s:.4}")),
         "throughput": num(c.samples_per_s, 0),
         "speedup": c.speedup_vs_fp16.map_or("–".into(), |v| format!("{v:.2}×")),

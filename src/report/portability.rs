@@ -75,6 +75,8 @@ pub struct CellSummary {
     pub delta_top1_vs_native: Option<f64>,
     /// Median latency, ms.
     pub median_ms: Option<f64>,
+    /// criterion's mean with its confidence interval (lower, mean, upper), ms.
+    pub criterion_ms: Option<(f64, f64, f64)>,
     /// End-to-end latency of GPU cells (copies + compute + sync), median and p99, ms.
     pub end_to_end_ms: Option<(f64, f64)>,
     /// Latency percentiles: min, p50, p90, p95, p99, max (ms).
@@ -250,6 +252,9 @@ pub fn analyze(records: &[Record]) -> Analysis {
             delta_top1_vs_fp32: t.zip(fp32.and_then(top1)).map(|(a, b)| a - b),
             delta_top1_vs_native: t.zip(native.and_then(top1)).map(|(a, b)| a - b),
             median_ms: median(r),
+            criterion_ms: lat
+                .and_then(|l| l.estimate)
+                .map(|e| (e.mean_lower_ms, e.mean_ms, e.mean_upper_ms)),
             end_to_end_ms: r
                 .end_to_end
                 .as_ref()

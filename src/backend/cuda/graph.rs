@@ -408,22 +408,8 @@ impl Plan {
             let q = p.scale(&input.name);
             if q > 0.0 {
                 // The graph input is quantized on entry, as its Q/DQ pair does in the reference.
-                let y = p.plan.new_buffer(len);
-                p.push(
-                    format!("{}(quantize)", input.name),
-                    Layer::Unary {
-                        x: buffer,
-                        y,
-                        len,
-                        op: UnaryOp::Identity,
-                        q,
-                    },
-                );
-                value = Value {
-                    buffer: y,
-                    q,
-                    ..value
-                };
+                let name = format!("{}(quantize)", input.name);
+                value = p.unary(name, buffer, value.shape, UnaryOp::Identity, q);
             }
             p.values.insert(input.name, value);
         }
@@ -599,23 +585,7 @@ impl Planner<'_> {
                     self.values.insert(out_name, Value { q, ..x });
                     return Ok(());
                 }
-                let len = x.shape.iter().product();
-                let y = self.plan.new_buffer(len);
-                self.push(
-                    name,
-                    Layer::Unary {
-                        x: x.buffer,
-                        y,
-                        len,
-                        op,
-                        q,
-                    },
-                );
-                Value {
-                    buffer: y,
-                    shape: x.shape,
-                    q,
-                }
+                self.unary(name, x.buffer, x.shape, op, q)
             }
             "Add" | "Mul" => self.binary(node, name, q)?,
             "MaxPool" | "AveragePool" | "GlobalAveragePool" => self.pool(node, name, q)?,
@@ -624,24 +594,7 @@ impl Planner<'_> {
                 let x = self.input(node, 0)?;
                 let shape = self.reshaped(node, &x.shape)?;
                 if q > 0.0 && q != x.q {
-                    let len = shape.iter().product();
-                    let y = self.plan.new_buffer(len);
-                    let op = UnaryOp::Identity;
-                    self.push(
-                        name,
-                        Layer::Unary {
-                            x: x.buffer,
-                            y,
-                            len,
-                            op,
-                            q,
-                        },
-                    );
-                    Value {
-                        buffer: y,
-                        shape,
-                        q,
-                    }
+                    self.unary(name, x.buffer, shape, UnaryOp::Identity, q)
                 } else {
                     Value { shape, ..x }
                 }
@@ -690,6 +643,18 @@ impl Planner<'_> {
         };
         self.values.insert(out_name, value);
         Ok(())
+    }
+
+    /// An elementwise layer from buffer `x` into a new buffer of the same shape.
+    fn unary(&mut self, name: String, x: usize, shape: Vec<usize>, op: UnaryOp, q: f32) -> Value {
+        let len = shape.iter().product();
+        let y = self.plan.new_buffer(len);
+        self.push(name, Layer::Unary { x, y, len, op, q });
+        Value {
+            buffer: y,
+            shape,
+            q,
+        }
     }
 
     /// Fuses a Relu into the Conv/Gemm just planned when that layer's output is read only here.

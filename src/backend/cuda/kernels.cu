@@ -174,6 +174,8 @@ __device__ void softmax(const T* x, T* y, int outer, int len, int inner, float q
 #define INSTANTIATE(NAME, T) \
 extern "C" __global__ void im2col_##NAME(const T* x, T* c, WINDOW) { im2col<T>(x, c, WARGS); } \
 extern "C" __global__ void im2col_q8_##NAME(const T* x, signed char* c, WINDOW, int KP, float s) { im2col_q8<T>(x, c, WARGS, KP, s); } \
+extern "C" __global__ void from_f32_##NAME(const float* x, T* y, int n) { LOOP(n) { st(y, i, x[i]); } } \
+extern "C" __global__ void to_f32_##NAME(const T* x, float* y, int n) { LOOP(n) { y[i] = ld(x, i); } } \
 extern "C" __global__ void quantize_rows_##NAME(const T* x, signed char* c, int rows, int K, int KP, float s) { quantize_rows<T>(x, c, rows, K, KP, s); } \
 extern "C" __global__ void to_nchw_##NAME(const T* t, const T* b, T* o, int N, int Co, int P, int r, float qp, float q) { to_nchw<T>(t, b, o, N, Co, P, r, qp, q); } \
 extern "C" __global__ void dequant_##NAME(const int* a, const float* s, const T* b, T* o, int N, int Co, int P, int PP, int r, float qp, float q) { dequant<T>(a, s, b, o, N, Co, P, PP, r, qp, q); } \

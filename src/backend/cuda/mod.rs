@@ -214,6 +214,8 @@ struct Kernels {
     im2col: CudaFunction,
     im2col_q8: CudaFunction,
     quantize_rows: CudaFunction,
+    from_f32: CudaFunction,
+    to_f32: CudaFunction,
     to_nchw: CudaFunction,
     dequant: CudaFunction,
     epilogue: CudaFunction,
@@ -249,6 +251,9 @@ struct CudaEngine<T: Element> {
     /// Int8 patches and int32 accumulators, sized for the largest int8 GEMM.
     cols_i8: CudaSlice<i8>,
     acc: CudaSlice<i32>,
+    /// fp32 inputs and outputs on their way to and from the engine's element type, converted
+    /// on the GPU.
+    staging: CudaSlice<f32>,
     input_specs: Vec<TensorSpec>,
     output_names: Vec<String>,
     diagnostics: Vec<super::EngineDiagnostic>,
@@ -312,6 +317,8 @@ impl<T: Element> CudaEngine<T> {
             im2col: load("im2col")?,
             im2col_q8: load("im2col_q8")?,
             quantize_rows: load("quantize_rows")?,
+            from_f32: load("from_f32")?,
+            to_f32: load("to_f32")?,
             to_nchw: load("to_nchw")?,
             dequant: load("dequant")?,
             epilogue: load("epilogue")?,
@@ -355,6 +362,16 @@ impl<T: Element> CudaEngine<T> {
         let acc = stream
             .alloc_zeros::<i32>(plan.max_acc.max(1))
             .map_err(build_err)?;
+        let io_len = plan
+            .inputs
+            .iter()
+            .chain(&plan.outputs)
+            .map(|io| plan.buffer_sizes[io.buffer])
+            .max()
+            .unwrap_or(1);
+        let staging = stream
+            .alloc_zeros::<f32>(io_len.max(1))
+            .map_err(build_err)?;
         let lt = Lt::new(stream.clone()).map_err(build_err)?;
         let mut gemms = Vec::with_capacity(plan.layers.len());
         for (layer, name) in plan.layers.iter().zip(&plan.layer_names) {
@@ -378,6 +395,7 @@ impl<T: Element> CudaEngine<T> {
             gemm_out,
             cols_i8,
             acc,
+            staging,
             diagnostics,
         };
         engine.tune_gemms()?;
@@ -656,6 +674,17 @@ impl<T: Element> CudaEngine<T> {
         Ok(())
     }
 
+    /// Converts `n` elements between fp32 and the engine's type (`from_f32` / `to_f32`).
+    fn convert(&self, f: &CudaFunction, x: u64, y: u64, n: usize) -> Result<(), BackendError> {
+        let n32 = n as i32;
+        let mut launch = self.ctx.stream.launch_builder(f);
+        launch.arg(&x).arg(&y).arg(&n32);
+        // SAFETY: x and y hold at least n elements (the staging buffer is sized for the
+        // largest graph input or output).
+        unsafe { launch.launch(launch_cfg(n)) }.map_err(infer_err)?;
+        Ok(())
+    }
+
     /// Device addresses of the A, B and D operands of GEMM layer `i` (its int8 form when
     /// `int8` and it has one).
     fn gemm_operands(&self, i: usize, int8: bool) -> Option<(u64, u64, u64)> {
@@ -893,20 +922,26 @@ impl<T: Element> Engine for CudaEngine<T> {
     fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
         check_inputs(&self.input_specs, inputs)?;
         let stream = self.stream().clone();
+        let s = stream.as_ref();
         for (io, tensor) in self.plan.inputs.iter().zip(inputs) {
-            let host: Vec<T> = tensor.data.iter().map(|&v| T::from_f32(v)).collect();
+            let n = tensor.data.len();
             stream
-                .memcpy_htod(&host, &mut self.activations[io.buffer])
+                .memcpy_htod(&tensor.data, &mut self.staging.slice_mut(..n))
                 .map_err(infer_err)?;
+            let (x, y) = (ptr(&self.staging, s), ptr(&self.activations[io.buffer], s));
+            self.convert(&self.kernels.from_f32, x, y, n)?;
         }
         self.enqueue_layers()?;
         let mut outputs = Vec::with_capacity(self.plan.outputs.len());
         for io in &self.plan.outputs {
-            let host = stream
-                .clone_dtoh(&self.activations[io.buffer])
+            let n: usize = io.spec.shape.iter().product();
+            let (x, y) = (ptr(&self.activations[io.buffer], s), ptr(&self.staging, s));
+            self.convert(&self.kernels.to_f32, x, y, n)?;
+            let mut data = vec![0f32; n];
+            stream
+                .memcpy_dtoh(&self.staging.slice(..n), &mut data)
                 .map_err(infer_err)?;
-            let len: usize = io.spec.shape.iter().product();
-            let data = host[..len].iter().map(|v| v.to_f32()).collect();
+            stream.synchronize().map_err(infer_err)?;
             outputs.push(
                 Tensor::new(io.spec.shape.clone(), data)
                     .ok_or_else(|| infer_err("output shape and data disagree"))?,

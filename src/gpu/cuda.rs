@@ -26,6 +26,44 @@ pub fn nvrtc_present() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
+/// NVML's spelling of a GPU UUID ("GPU-" and 8-4-4-4-12 hex digits) from its 16 bytes.
+pub fn format_uuid(bytes: &[u8; 16]) -> String {
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "GPU-{}-{}-{}-{}-{}",
+        hex[..4].concat(),
+        hex[4..6].concat(),
+        hex[6..8].concat(),
+        hex[8..10].concat(),
+        hex[10..].concat()
+    )
+}
+
+/// The CUDA ordinal of the GPU NVML names by `uuid`. CUDA orders GPUs fastest first unless
+/// CUDA_DEVICE_ORDER=PCI_BUS_ID, NVML by PCI bus, so on a mixed host the two indices differ;
+/// the UUID is what both agree on.
+pub fn ordinal_for_uuid(uuid: &str) -> Result<usize, GpuError> {
+    if !driver_present() {
+        return Err(GpuError::CudaUnavailable(
+            "libcuda.so could not be loaded".into(),
+        ));
+    }
+    use cudarc::driver::result;
+    result::init().map_err(cuda_err)?;
+    let count = result::device::get_count().map_err(cuda_err)?;
+    for ordinal in 0..count {
+        let dev = result::device::get(ordinal).map_err(cuda_err)?;
+        let id = result::device::get_uuid(dev).map_err(cuda_err)?;
+        let bytes: [u8; 16] = id.bytes.map(|b| b as u8);
+        if format_uuid(&bytes).eq_ignore_ascii_case(uuid) {
+            return Ok(ordinal as usize);
+        }
+    }
+    Err(GpuError::Cuda(format!(
+        "no CUDA device has UUID {uuid} (NVML lists it; CUDA_VISIBLE_DEVICES may hide it)"
+    )))
+}
+
 /// A CUDA context on one GPU with the stream calibench runs and times work on.
 #[derive(Debug, Clone)]
 pub struct GpuContext {
@@ -262,6 +300,18 @@ impl SpinKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuids_are_spelled_as_nvml_does() {
+        let bytes = [
+            0x2b, 0xbe, 0x1d, 0x5c, 0x1b, 0x10, 0x5e, 0x16, 0x26, 0x02, 0x4c, 0x55, 0xa5, 0xbd,
+            0x4d, 0x21,
+        ];
+        assert_eq!(
+            format_uuid(&bytes),
+            "GPU-2bbe1d5c-1b10-5e16-2602-4c55a5bd4d21"
+        );
+    }
 
     /// Runs on a machine with a GPU; elsewhere it says why it skipped.
     #[test]

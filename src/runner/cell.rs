@@ -175,7 +175,10 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
         cell,
         model_path: Path::new(&model.path),
         cache_path: cache.as_ref().map(|c| Path::new(c.path.as_str())),
-        gpu_ordinal: input.gpu.map(|g| g.index as usize),
+        // CUDA's ordinal of the cell's GPU, found by UUID (NVML's index can differ).
+        gpu_ordinal: input
+            .gpu
+            .map(|g| crate::gpu::cuda::ordinal_for_uuid(&g.uuid).unwrap_or(g.index as usize)),
     };
     let build_start = Instant::now();
     let backend_version = backend.version();

@@ -220,7 +220,8 @@ pub struct CalibrateArgs {
     /// samples on axis 0.
     #[arg(long, short = 'd', value_name = "CALIB")]
     pub data: PathBuf,
-    /// entropy (TensorRT's EntropyCalibration2), minmax, or percentile[=99.99].
+    /// entropy (TensorRT's EntropyCalibration2), entropy-onnxruntime (onnxruntime's variant, to
+    /// match caches made with onnxruntime.quantization), minmax, or percentile[=99.99].
     #[arg(long, default_value = "entropy", value_parser = |s: &str| s.parse::<calibench::cache::calibrate::Method>())]
     pub method: calibench::cache::calibrate::Method,
     /// Where to write the cache (a provenance sidecar FILE.provenance.json is written beside it).

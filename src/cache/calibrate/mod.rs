@@ -4,6 +4,7 @@
 
 mod engines;
 mod entropy;
+mod entropy_onnxruntime;
 mod minmax;
 mod percentile;
 
@@ -12,6 +13,7 @@ pub use engines::{EngineActivations, EngineBuilder};
 use std::collections::BTreeMap;
 
 pub use entropy::Entropy;
+pub use entropy_onnxruntime::EntropyOnnxruntime;
 pub use minmax::MinMax;
 pub use percentile::Percentile;
 
@@ -35,6 +37,9 @@ pub trait RangeMethod: Send {
 pub enum Method {
     /// KL-divergence threshold search over a 2048-bin histogram of |x| (128 levels).
     Entropy,
+    /// onnxruntime's variant of the entropy search (signed, growing histogram), to reproduce
+    /// caches made with `onnxruntime.quantization`.
+    EntropyOnnxruntime,
     /// Largest |x| seen.
     MinMax,
     /// The given percentile of |x| (e.g. 99.99).
@@ -46,6 +51,7 @@ impl std::str::FromStr for Method {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "entropy" => Ok(Method::Entropy),
+            "entropy-onnxruntime" => Ok(Method::EntropyOnnxruntime),
             "minmax" => Ok(Method::MinMax),
             "percentile" => Ok(Method::Percentile(99.99)),
             p => p
@@ -53,7 +59,7 @@ impl std::str::FromStr for Method {
                 .and_then(|v| v.parse::<f64>().ok())
                 .filter(|v| *v > 0.0 && *v <= 100.0)
                 .map(Method::Percentile)
-                .ok_or_else(|| format!("method {p:?} is not entropy, minmax, percentile or percentile=P (0 < P <= 100)")),
+                .ok_or_else(|| format!("method {p:?} is not entropy, entropy-onnxruntime, minmax, percentile or percentile=P (0 < P <= 100)")),
         }
     }
 }
@@ -62,6 +68,7 @@ impl std::fmt::Display for Method {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Method::Entropy => f.write_str("entropy"),
+            Method::EntropyOnnxruntime => f.write_str("entropy-onnxruntime"),
             Method::MinMax => f.write_str("minmax"),
             Method::Percentile(p) => write!(f, "percentile={p}"),
         }
@@ -73,6 +80,7 @@ impl Method {
     pub fn collector(self) -> Box<dyn RangeMethod> {
         match self {
             Method::Entropy => Box::new(Entropy::default()),
+            Method::EntropyOnnxruntime => Box::new(EntropyOnnxruntime::default()),
             Method::MinMax => Box::new(MinMax::default()),
             Method::Percentile(p) => Box::new(Percentile::new(p)),
         }
@@ -82,7 +90,7 @@ impl Method {
     /// (percentile is what IInt8LegacyCalibrator does).
     pub fn header_calibrator(self) -> Calibrator {
         match self {
-            Method::Entropy => Calibrator::EntropyCalibration2,
+            Method::Entropy | Method::EntropyOnnxruntime => Calibrator::EntropyCalibration2,
             Method::MinMax => Calibrator::MinMaxCalibration,
             Method::Percentile(_) => Calibrator::LegacyCalibration,
         }

@@ -52,9 +52,22 @@ pub enum Command {
     /// Manage the engine store.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Write the fp16-typed copy of a model that strongly typed builders (TensorRT 11) run at
+    /// fp16: float weights as float16, casts at the inputs and outputs.
+    ToFp16(ToFp16Args),
     /// Per-layer GPU time of a model on the cuda backend, with each GEMM's own time and
     /// throughput beside it (as trtexec's --dumpProfile).
     Profile(ProfileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ToFp16Args {
+    /// The ONNX model.
+    #[arg(long, short = 'm', value_name = "MODEL.onnx")]
+    pub model: PathBuf,
+    /// Where to write the fp16 model.
+    #[arg(long, short = 'o', value_name = "OUT.onnx")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Calibrate(args) => commands::calibrate::calibrate(args),
         Command::Gpus(args) => commands::gpus::gpus(args),
         Command::Profile(args) => commands::profile::profile(args),
+        Command::ToFp16(args) => commands::to_fp16::to_fp16(args),
         Command::Report(args) => commands::report::report(args),
         Command::Merge(args) => commands::report::merge(args),
         Command::Compare(args) => commands::report::compare(args),

@@ -69,6 +69,7 @@ fn record(
             )]
             .into(),
             layers: Vec::new(),
+            build_path: None,
         }),
         end_to_end: None,
         latency: Some(Latency {

@@ -66,6 +66,10 @@ pub struct StoredEngine {
     pub layer_counts: BTreeMap<String, usize>,
     /// Diagnostics of the build.
     pub diagnostics: Vec<EngineDiagnostic>,
+    /// How the engine was built, where the backend has several ways (TensorRT 10 builder
+    /// flags vs TensorRT 11 strongly typed networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_path: Option<String>,
 }
 
 impl StoredEngine {
@@ -155,6 +159,10 @@ pub trait Engine {
     /// How many layers run at each precision (`int8`, `fp16`, `fp32`), where known.
     fn layer_precisions(&self) -> BTreeMap<String, usize> {
         BTreeMap::new()
+    }
+    /// How the engine was built, where the backend has several ways.
+    fn build_path(&self) -> Option<String> {
+        None
     }
     /// Precision of each layer, in execution order (empty where the backend does not say).
     fn layers(&self) -> Vec<crate::model::precision::LayerPrecision> {

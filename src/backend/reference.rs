@@ -267,6 +267,7 @@ impl Engine for ReferenceEngine {
         super::StoredEngine {
             layer_counts: self.layer_counts.clone(),
             diagnostics: self.diagnostics.clone(),
+            build_path: None,
         }
         .encode(&self.model_bytes)
     }

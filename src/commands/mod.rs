@@ -9,6 +9,7 @@ pub mod profile;
 pub mod report;
 pub mod run;
 pub mod store;
+pub mod to_fp16;
 
 /// How a command ended, mapped to the process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

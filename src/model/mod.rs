@@ -2,6 +2,7 @@
 //! tensor type every backend shares.
 
 pub mod data;
+pub mod fp16;
 pub mod onnx;
 pub mod precision;
 pub mod qdq;

@@ -153,6 +153,10 @@ pub struct EngineInfo {
     /// Layers per precision they actually ran at, e.g. {"int8": 12, "fp32": 2}.
     #[serde(default)]
     pub layer_precisions: std::collections::BTreeMap<String, usize>,
+    /// How the engine was built, where the backend has several ways (TensorRT 10 flags vs
+    /// TensorRT 11 strongly typed networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_path: Option<String>,
     /// Precision of each layer (node name, operator, precision), where the backend reports it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<crate::model::precision::LayerPrecision>,
@@ -433,6 +437,7 @@ pub(crate) mod tests_support {
                 cached: false,
                 layer_precisions: Default::default(),
                 layers: Vec::new(),
+                build_path: None,
             }),
             end_to_end: None,
             latency: Some(Latency {

@@ -236,6 +236,7 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
         cached,
         layer_precisions: engine.layer_precisions(),
         layers: engine.layers(),
+        build_path: engine.build_path(),
     });
 
     let latency_inputs: Vec<Tensor> = match &eval {

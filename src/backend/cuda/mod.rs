@@ -974,6 +974,7 @@ impl<T: Element> Engine for CudaEngine<T> {
         let header = StoredEngine {
             layer_counts: self.layer_precisions(),
             diagnostics: self.diagnostics.clone(),
+            build_path: None,
         };
         let stored = StoredPlan {
             plan: self.plan.clone(),

@@ -1,7 +1,8 @@
 //! The `tensorrt` backend (cargo feature `tensorrt`): engines built by TensorRT from the ONNX
 //! model and the cell's cache, as trtexec builds them (`fp16` → kFP16, `int8` → kINT8 + a
-//! calibrator serving the cache, `best` → both; on TensorRT 11, int8/best build a strongly typed
-//! network from the cache's Q/DQ rewrite), TensorRT's log classified into diagnostics, per-layer
+//! calibrator serving the cache, `best` → both; on TensorRT 11, which has neither flags nor
+//! calibrators, int8/best build a strongly typed network from the cache's Q/DQ rewrite and fp16
+//! from the fp16-typed model; the record says which), TensorRT's log classified into diagnostics, per-layer
 //! precision from the engine inspector, and inference through enqueueV3 on a cudarc stream.
 
 use std::collections::BTreeMap;
@@ -20,7 +21,7 @@ use crate::cache::{CalibrationCache, TrtVersion};
 use crate::gpu::cuda::GpuContext;
 use crate::matrix::{BackendKind, Precision};
 use crate::model::onnx::OnnxModel;
-use crate::model::{precision, qdq, Tensor, TensorSpec};
+use crate::model::{fp16, precision, qdq, Tensor, TensorSpec};
 
 /// Workspace given to the builder (trtexec's default is the whole device; 1 GiB keeps several
 /// builds side by side on one GPU).
@@ -84,23 +85,38 @@ impl Backend for TensorRtBackend {
             ..Default::default()
         };
         let cache_text = cache.as_ref().map(|c| c.to_text().into_bytes());
-        let onnx = if header_major() >= 11 {
+        let (onnx, build_path) = if header_major() >= 11 {
             // TensorRT 11: no builder flags or calibrators; precision lives in the model.
             match precision {
-                Precision::Fp32 => model.to_bytes(),
+                Precision::Fp32 => (model.to_bytes(), "TensorRT 11: fp32 network".to_string()),
+                Precision::Fp16 => (
+                    fp16::apply(&model).to_bytes(),
+                    "TensorRT 11: strongly typed network from the fp16-typed model (calibench to-fp16)"
+                        .to_string(),
+                ),
                 Precision::Int8 | Precision::Best => {
                     let plan = precision::plan(&model, Precision::Int8, cache.as_ref());
-                    qdq::apply(&model, &plan).to_bytes()
-                }
-                Precision::Fp16 => {
-                    return Err(build_err("fp16 on TensorRT 11 needs an fp16-typed model, which calibench does not write yet"))
+                    (
+                        qdq::apply(&model, &plan).to_bytes(),
+                        "TensorRT 11: strongly typed network from the cache's Q/DQ rewrite (calibench cache to-qdq); layers without a scale run fp32, so best equals int8 here"
+                            .to_string(),
+                    )
                 }
             }
         } else {
             options.fp16 = matches!(precision, Precision::Fp16 | Precision::Best);
             options.int8 = precision.needs_cache();
             options.cache = cache_text.as_deref();
-            model.to_bytes()
+            let flags = match precision {
+                Precision::Fp32 => "no precision flags",
+                Precision::Fp16 => "kFP16",
+                Precision::Int8 => "kINT8 + a calibrator serving the cache",
+                Precision::Best => "kFP16 + kINT8 + a calibrator serving the cache",
+            };
+            (
+                model.to_bytes(),
+                format!("TensorRT 10: builder flags, {flags}"),
+            )
         };
         let built = self.trt.build(&onnx, &options);
         let mut diagnostics: Vec<EngineDiagnostic> = build_config_diagnostics(
@@ -150,8 +166,11 @@ impl Backend for TensorRtBackend {
             &model,
             request.cell.batch,
             bytes,
-            layer_counts,
-            diagnostics,
+            StoredEngine {
+                layer_counts,
+                diagnostics,
+                build_path: Some(build_path),
+            },
         )?))
     }
 
@@ -173,8 +192,7 @@ impl Backend for TensorRtBackend {
             &model,
             request.cell.batch,
             plan.to_vec(),
-            header.layer_counts,
-            header.diagnostics,
+            header,
         )?))
     }
 }
@@ -201,6 +219,7 @@ struct TrtEngine {
     output_buffers: Vec<CudaSlice<f32>>,
     layer_counts: BTreeMap<String, usize>,
     diagnostics: Vec<EngineDiagnostic>,
+    build_path: Option<String>,
     plan: Vec<u8>,
 }
 
@@ -211,8 +230,7 @@ impl TrtEngine {
         model: &OnnxModel,
         batch: usize,
         plan: Vec<u8>,
-        layer_counts: BTreeMap<String, usize>,
-        diagnostics: Vec<EngineDiagnostic>,
+        header: StoredEngine,
     ) -> Result<TrtEngine, BackendError> {
         let mut engine = trt.load(&plan).map_err(build_err)?;
         let inputs: Vec<TensorSpec> = input_shapes(model, batch)?
@@ -256,8 +274,9 @@ impl TrtEngine {
             outputs: outs.into_iter().map(|o| o.name).collect(),
             output_shapes,
             output_buffers,
-            layer_counts,
-            diagnostics,
+            layer_counts: header.layer_counts,
+            diagnostics: header.diagnostics,
+            build_path: header.build_path,
             plan,
         })
     }
@@ -319,10 +338,15 @@ impl Engine for TrtEngine {
         self.diagnostics.clone()
     }
 
+    fn build_path(&self) -> Option<String> {
+        self.build_path.clone()
+    }
+
     fn serialize(&self) -> Option<Vec<u8>> {
         StoredEngine {
             layer_counts: self.layer_counts.clone(),
             diagnostics: self.diagnostics.clone(),
+            build_path: self.build_path.clone(),
         }
         .encode(&self.plan)
     }

@@ -11,7 +11,7 @@
 //!   timed on the GPU at build (as TensorRT's builder times tactics).
 
 mod gemm;
-mod graph;
+pub mod graph;
 mod profile;
 
 use std::collections::BTreeMap;

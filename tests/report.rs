@@ -136,6 +136,13 @@ fn records() -> Vec<Record> {
     end_to_end.median_ms = 1.25;
     end_to_end.p99_ms = 2.5;
     gpu_fp32.end_to_end = Some(end_to_end);
+    let engine = gpu_fp32.engine.as_mut().unwrap();
+    engine.build_path = Some("TensorRT 11: fp32 network".into());
+    engine.layers = vec![calibench::model::precision::LayerPrecision {
+        layer: "conv1".into(),
+        op: "Conv".into(),
+        precision: "fp32".into(),
+    }];
     vec![
         gpu_fp32,
         record("m", None, Precision::Fp16, 0.9875, 0.8, Status::Ok),
@@ -266,6 +273,10 @@ fn html_report_has_every_section() {
     assert!(
         html.contains("1.2500 &#x2F; 2.5000"),
         "a GPU cell shows end-to-end median / p99 beside compute time"
+    );
+    assert!(
+        html.contains("TensorRT 11: fp32 network") && html.contains("title=\"conv1 fp32\""),
+        "the build path and the per-layer precisions are shown"
     );
     assert!(
         html.contains("criterion 1.0000 [0.9900, 1.0100]"),

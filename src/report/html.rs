@@ -49,7 +49,7 @@ fn cell_view(c: &CellSummary) -> serde_json::Value {
         "mean_std": c.mean_ms.zip(c.std_ms).map_or("–".into(), |(m, s)| format!("{m:.4} ± {s:.4}")),
         "throughput": num(c.samples_per_s, 0),
         "speedup": c.speedup_vs_fp16.map_or("–".into(), |v| format!("{v:.2}×")),
-        "layers": c.layers, "noisy": c.noisy.clone().unwrap_or_default(),
+        "layers": c.layers, "layer_list": c.layer_list, "build_path": c.build_path.clone().unwrap_or_default(), "noisy": c.noisy.clone().unwrap_or_default(),
         "diagnostics": c.diagnostics,
     })
 }

@@ -91,6 +91,10 @@ pub struct CellSummary {
     pub speedup_vs_fp16: Option<f64>,
     /// Layers per precision, e.g. "int8 8".
     pub layers: String,
+    /// Each layer's precision, "conv1 int8, fc2 fp16, …" (where the backend reports it).
+    pub layer_list: String,
+    /// How the engine was built (TensorRT 10 flags or a TensorRT 11 strongly typed network).
+    pub build_path: Option<String>,
     /// Layers that ran fp32 in an int8/best cell.
     pub fp32_layers: usize,
     /// Noisy measurement, with why.
@@ -285,6 +289,14 @@ pub fn analyze(records: &[Record]) -> Analysis {
                         .join(" · ")
                 })
                 .unwrap_or_default(),
+            layer_list: r.engine.as_ref().map_or(String::new(), |e| {
+                e.layers
+                    .iter()
+                    .map(|l| format!("{} {}", l.layer, l.precision))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }),
+            build_path: r.engine.as_ref().and_then(|e| e.build_path.clone()),
             fp32_layers,
             noisy: r
                 .telemetry

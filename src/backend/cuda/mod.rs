@@ -181,8 +181,6 @@ pub trait Element: DeviceRepr + ValidAsZeroBits + Copy + Unpin + 'static {
     const GEMM: GemmKind;
     /// From a host float.
     fn from_f32(v: f32) -> Self;
-    /// To a host float.
-    fn to_f32(self) -> f32;
 }
 
 impl Element for f32 {
@@ -192,9 +190,6 @@ impl Element for f32 {
     fn from_f32(v: f32) -> Self {
         v
     }
-    fn to_f32(self) -> f32 {
-        self
-    }
 }
 
 impl Element for half::f16 {
@@ -203,9 +198,6 @@ impl Element for half::f16 {
     const GEMM: GemmKind = GemmKind::F16;
     fn from_f32(v: f32) -> Self {
         half::f16::from_f32(v)
-    }
-    fn to_f32(self) -> f32 {
-        half::f16::to_f32(self)
     }
 }
 

@@ -823,6 +823,10 @@ impl Planner<'_> {
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("rank ≥ 2") = nout;
         self.reserve(&Window::dense(batch, k, nout), false);
+        if self.int8_nodes.contains(&index) {
+            // The int8 epilogue puts output channels and rows on the grid's y and z axes.
+            check_grid(&Window::dense(batch, k, nout))?;
+        }
         let int8 = self.int8_nodes.contains(&index).then(|| {
             let data = self.plan.weights[w].clone();
             self.int8_gemm(self.scale(&node.input[0]), &data, k, nout, trans_b)
@@ -1109,8 +1113,10 @@ fn check_grid(g: &Window) -> Result<(), String> {
     let largest = g.patch().max(g.cout).max(g.c).max(g.n);
     if largest > 65_535 {
         return Err(format!(
-            "a window of {} channels × {}×{} over a batch of {} is beyond the cuda backend's grid limit (65535 per axis)",
-            g.c, g.kh, g.kw, g.n
+            "{} input channels × {}×{} window, {} output channels, {} rows: more than the cuda \
+             backend's grid takes (65535 per axis) — this shape is not supported; fix: a smaller \
+             batch, or the reference backend",
+            g.c, g.kh, g.kw, g.cout, g.n
         ));
     }
     Ok(())
@@ -1434,6 +1440,23 @@ mod tests {
             ),
             "{:?}",
             plan.layers
+        );
+    }
+
+    #[test]
+    fn shapes_beyond_the_grid_are_refused_clearly() {
+        // 70 000 rows through an int8 Gemm: its epilogue would need 70 000 blocks along z.
+        let model = digits();
+        let cache = CalibrationCache::read(&fixture("digits_cnn.entropy.cache")).unwrap();
+        let pplan = precision_plan(&model, Precision::Int8, Some(&cache));
+        let err = Plan::from_model(&model, 70_000, &pplan).unwrap_err();
+        assert!(
+            err.contains("not supported") && err.contains("65535"),
+            "{err}"
+        );
+        assert!(
+            err.starts_with("node conv1"),
+            "names the first node that cannot run: {err}"
         );
     }
 

@@ -53,7 +53,8 @@ pub enum Command {
     #[command(subcommand)]
     Store(StoreCommand),
     /// Write the fp16-typed copy of a model that strongly typed builders (TensorRT 11) run at
-    /// fp16: float weights as float16, casts at the inputs and outputs.
+    /// fp16: float weights as float16, casts at the inputs and outputs. With --cache, the Q/DQ
+    /// model in fp16: what TensorRT 11 builds `best` from.
     ToFp16(ToFp16Args),
     /// Per-layer GPU time of a model on the cuda backend, with each GEMM's own time and
     /// throughput beside it (as trtexec's --dumpProfile).
@@ -65,6 +66,9 @@ pub struct ToFp16Args {
     /// The ONNX model.
     #[arg(long, short = 'm', value_name = "MODEL.onnx")]
     pub model: PathBuf,
+    /// A calibration cache: quantize with it first (int8 where it has scales, fp16 elsewhere).
+    #[arg(long, short = 'c', value_name = "CACHE")]
+    pub cache: Option<PathBuf>,
     /// Where to write the fp16 model.
     #[arg(long, short = 'o', value_name = "OUT.onnx")]
     pub output: PathBuf,

@@ -1,14 +1,21 @@
 //! `calibench to-fp16`: the fp16-typed model TensorRT 11 builds fp16 engines from.
 
 use anyhow::Context;
-use calibench::model::fp16;
+use calibench::cache::CalibrationCache;
+use calibench::matrix::Precision;
 use calibench::model::onnx::OnnxModel;
+use calibench::model::{fp16, precision, qdq};
 
 use super::Outcome;
 use crate::cli::ToFp16Args;
 
 pub fn to_fp16(args: &ToFp16Args) -> anyhow::Result<Outcome> {
-    let model = OnnxModel::load(&args.model)?;
+    let mut model = OnnxModel::load(&args.model)?;
+    if let Some(path) = &args.cache {
+        let cache = CalibrationCache::read(path)?;
+        let plan = precision::plan(&model, Precision::Int8, Some(&cache));
+        model = qdq::apply(&model, &plan);
+    }
     let converted = fp16::apply(&model);
     std::fs::write(&args.output, converted.to_bytes())
         .with_context(|| format!("cannot write {}", args.output.display()))?;

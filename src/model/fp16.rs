@@ -2,6 +2,10 @@
 //! flag: a network runs fp16 where its tensors are fp16). Float initializers and constants
 //! become float16, float graph inputs are cast to float16 on entry and float outputs cast back
 //! to float on exit, so the model's interface (and calibench's fp32 buffers) stay as they were.
+//!
+//! A model with QuantizeLinear/DequantizeLinear (the cache's Q/DQ rewrite) becomes what `best`
+//! means for a strongly typed builder: int8 where the cache has scales, fp16 elsewhere. fp16
+//! Q/DQ needs opset 19 (scales of the activation's type), so such models are raised to it.
 
 use std::collections::HashSet;
 
@@ -12,13 +16,10 @@ use tract_onnx::pb::tensor_proto::DataType;
 const TAG: &str = "__calibench_fp16";
 
 /// Inputs that ONNX requires to stay float32 whatever the data type: (operator, input index).
-const FLOAT32_ONLY: &[(&str, usize)] = &[
-    ("Resize", 1),
-    ("Resize", 2),
-    ("Upsample", 1),
-    ("QuantizeLinear", 1),
-    ("DequantizeLinear", 1),
-];
+const FLOAT32_ONLY: &[(&str, usize)] = &[("Resize", 1), ("Resize", 2), ("Upsample", 1)];
+
+/// First opset whose QuantizeLinear/DequantizeLinear take float16 scales and activations.
+const FP16_QDQ_OPSET: i64 = 19;
 
 fn fp16_tensor(name: &str, dims: &[i64], data: &[f32]) -> pb::TensorProto {
     pb::TensorProto {
@@ -132,6 +133,18 @@ pub fn apply(model: &OnnxModel) -> OnnxModel {
     og.node = nodes;
     // Intermediate types changed; let the builder infer them.
     og.value_info.clear();
+    let qdq =
+        |n: &pb::NodeProto| matches!(n.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear");
+    if g.node.iter().any(qdq) {
+        for o in out
+            .proto
+            .opset_import
+            .iter_mut()
+            .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        {
+            o.version = o.version.max(FP16_QDQ_OPSET);
+        }
+    }
     out
 }
 

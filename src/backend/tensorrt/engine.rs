@@ -96,11 +96,20 @@ impl Backend for TensorRtBackend {
                 ),
                 Precision::Int8 | Precision::Best => {
                     let plan = precision::plan(&model, Precision::Int8, cache.as_ref());
-                    (
-                        qdq::apply(&model, &plan).to_bytes(),
-                        "TensorRT 11: strongly typed network from the cache's Q/DQ rewrite (calibench cache to-qdq); layers without a scale run fp32, so best equals int8 here"
-                            .to_string(),
-                    )
+                    let quantized = qdq::apply(&model, &plan);
+                    if precision == Precision::Best {
+                        (
+                            fp16::apply(&quantized).to_bytes(),
+                            "TensorRT 11: strongly typed network from the cache's Q/DQ rewrite in fp16 (calibench to-fp16 --cache): int8 where the cache has scales, fp16 elsewhere"
+                                .to_string(),
+                        )
+                    } else {
+                        (
+                            quantized.to_bytes(),
+                            "TensorRT 11: strongly typed network from the cache's Q/DQ rewrite (calibench cache to-qdq): int8 where the cache has scales, fp32 elsewhere"
+                                .to_string(),
+                        )
+                    }
                 }
             }
         } else {

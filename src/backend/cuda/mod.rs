@@ -411,7 +411,7 @@ impl<T: Element> CudaEngine<T> {
     fn enqueue_layer(&mut self, i: usize, int8: bool) -> Result<(), BackendError> {
         let stream = self.ctx.stream.clone();
         let s = stream.as_ref();
-        let layer = self.plan.layers[i].clone();
+        let layer = &self.plan.layers[i];
         let act = |b: usize| ptr(&self.activations[b], s);
         let wt = |b: usize| ptr(&self.weights[b], s);
         let launch =

@@ -136,14 +136,7 @@ pub fn apply(model: &OnnxModel) -> OnnxModel {
     let qdq =
         |n: &pb::NodeProto| matches!(n.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear");
     if g.node.iter().any(qdq) {
-        for o in out
-            .proto
-            .opset_import
-            .iter_mut()
-            .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        {
-            o.version = o.version.max(FP16_QDQ_OPSET);
-        }
+        out.raise_opset(FP16_QDQ_OPSET);
     }
     out
 }

@@ -145,6 +145,18 @@ impl OnnxModel {
         self.proto.encode_to_vec()
     }
 
+    /// Raises the default-domain opset to at least `version` (operators a rewrite adds need it).
+    pub fn raise_opset(&mut self, version: i64) {
+        for o in self
+            .proto
+            .opset_import
+            .iter_mut()
+            .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        {
+            o.version = o.version.max(version);
+        }
+    }
+
     /// The graph (checked to exist at load).
     pub fn graph(&self) -> &pb::GraphProto {
         self.proto.graph.as_ref().expect("checked at load")

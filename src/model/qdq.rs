@@ -240,14 +240,7 @@ pub fn apply(model: &OnnxModel, plan: &PrecisionPlan) -> OnnxModel {
         .any(|(_, t)| matches!(t, TensorPrecision::Int8(_)))
         || !plan.int8_weight_nodes.is_empty()
     {
-        for o in out
-            .proto
-            .opset_import
-            .iter_mut()
-            .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        {
-            o.version = o.version.max(QDQ_OPSET);
-        }
+        out.raise_opset(QDQ_OPSET);
     }
     out
 }

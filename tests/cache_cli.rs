@@ -1,5 +1,9 @@
 //! End-to-end tests of `calibench cache …` on real caches from ../shared/fixtures/trt-caches.
 
+mod common;
+
+use common::digits;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -149,14 +153,6 @@ fn provenance_set_and_show() {
             .code(),
         Some(2)
     );
-}
-
-fn digits(f: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/digits")
-        .join(f)
-        .display()
-        .to_string()
 }
 
 #[test]

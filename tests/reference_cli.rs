@@ -1,16 +1,12 @@
 //! End-to-end runs of the reference backend on the digits fixtures: accuracy gates,
 //! reference outputs computed and cached, and bad inputs recorded per cell.
 
+mod common;
+
+use common::digits;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn digits(f: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/digits")
-        .join(f)
-        .display()
-        .to_string()
-}
 
 fn run(spec: &Path, out: &Path) -> (Output, Vec<serde_json::Value>) {
     let o = Command::new(env!("CARGO_BIN_EXE_calibench"))

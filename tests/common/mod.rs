@@ -14,6 +14,15 @@ use calibench::model::onnx::{pb, OnnxModel};
 use calibench::model::Tensor;
 use prost::Message;
 
+/// Path of a file of the digits fixtures (fixtures/digits).
+pub fn digits(f: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/digits")
+        .join(f)
+        .display()
+        .to_string()
+}
+
 /// Parameter inputs of operators every backend takes as initializers.
 pub const PARAMETERS: &[(&str, &[usize])] = &[
     ("BatchNormalization", &[1, 2, 3, 4]),

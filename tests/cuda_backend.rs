@@ -485,9 +485,211 @@ fn profile_prints_every_layer_or_says_why_not() {
         );
     }
     let conv1 = stdout.lines().find(|l| l.starts_with("conv1")).unwrap();
-    // conv1 at batch 64: 64·8·8 positions, 8 output channels, 9 taps padded to 16.
+    // conv1 at batch 64: 64·8·8 positions, 8 output channels, 9 taps padded to 32; it runs
+    // on tensor cores (compute capability 8.0+), beside cuBLASLt's time for the same GEMM.
     assert!(
-        conv1.contains("int8") && conv1.contains("4096×8×16"),
+        conv1.contains("int8") && conv1.contains("4096×8×32") && conv1.contains("conv(tc)"),
         "{conv1}"
+    );
+}
+
+/// The cnn32 model written to `dir`, random inputs for it, and a minmax cache calibrated by
+/// the reference backend on 64 of them.
+fn cnn32_fixture(dir: &Path, batch: usize) -> (std::path::PathBuf, std::path::PathBuf, Tensor) {
+    use prost::Message;
+    let model = dir.join("cnn32.onnx");
+    std::fs::write(&model, common::cnn32().proto.encode_to_vec()).unwrap();
+    let calib = Tensor::new(vec![64, 3, 16, 16], common::uniform(7, 64 * 3 * 256)).unwrap();
+    let data = dir.join("calib.npz");
+    calibench::model::data::write_npz(&data, &[("input".into(), calib)]).unwrap();
+    let cache = dir.join("cnn32.cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_calibench"))
+        .args(["calibrate", "--method", "minmax", "--backend", "reference"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("-o")
+        .arg(&cache)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let input = Tensor::new(vec![batch, 3, 16, 16], common::uniform(8, batch * 3 * 256)).unwrap();
+    (model, cache, input)
+}
+
+/// Tensor cores (planner side, no GPU needed): tensors between convolutions and max pools stay
+/// NHWC — int8 codes of their own cache scale at int8, fp16 at fp16 — while a tensor that
+/// anything else reads (here the Flatten → Gemm) keeps NCHW; a convolution over an NCHW input
+/// gathers im2col-ordered patches (weights `[cout][kp]`), one over an NHWC input reads it
+/// directly with its weights reordered to `[cout][kh][kw][c]`.
+#[test]
+fn tensor_core_plans_keep_nhwc_only_between_convolutions_and_max_pools() {
+    use calibench::backend::cuda::graph::{Layer, MmaKind, Plan};
+    use calibench::cache::CalibrationCache;
+    use calibench::model::onnx::OnnxModel;
+    use calibench::model::precision;
+    let dir = tempfile::tempdir().unwrap();
+    let (model_path, cache_path, _) = cnn32_fixture(dir.path(), 4);
+    let model = OnnxModel::load(&model_path).unwrap();
+    let cache = CalibrationCache::read(&cache_path).unwrap();
+    for (p, kind) in [
+        (Precision::Int8, MmaKind::Int8),
+        (Precision::Fp16, MmaKind::Fp16),
+    ] {
+        let pplan = precision::plan(&model, p, Some(&cache));
+        let mut plan = Plan::from_model(&model, 4, &pplan).unwrap();
+        let before = plan.clone();
+        plan.use_tensor_cores(kind);
+        // (kind, reads NHWC, writes NHWC) per layer.
+        let layout: Vec<(&str, bool, bool)> = plan
+            .layers
+            .iter()
+            .map(|l| {
+                if let Layer::Conv { mma, .. } = l {
+                    assert!(mma.is_some(), "{p}: every conv on tensor cores");
+                }
+                let x = l.reads()[0];
+                let y = match l {
+                    Layer::Conv { y, .. }
+                    | Layer::Pool { y, .. }
+                    | Layer::Unary { y, .. }
+                    | Layer::Binary { y, .. }
+                    | Layer::Gemm { y, .. } => *y,
+                    other => panic!("{other:?}"),
+                };
+                (l.kind(), plan.is_nhwc(x), plan.is_nhwc(y))
+            })
+            .collect();
+        assert_eq!(
+            layout,
+            [
+                ("conv", false, true),
+                ("maxpool", true, true),
+                ("conv", true, true),
+                ("binary", true, true),
+                ("elementwise", true, true),
+                ("conv", true, true),
+                ("maxpool", true, false),
+                ("gemm", false, false),
+            ],
+            "{p}"
+        );
+        // At int8 the graph input's quantization goes: the first convolution gathers its
+        // patches from the input itself, quantizing them with the same scale.
+        let dropped = usize::from(kind == MmaKind::Int8);
+        assert_eq!(plan.layers.len(), before.layers.len() - dropped, "{p}");
+        assert!(
+            matches!(plan.layers[0], Layer::Conv { x, .. } if x == plan.inputs[0].buffer),
+            "{p}: {:?}",
+            plan.layers[0]
+        );
+        let convs: Vec<_> = plan
+            .layers
+            .iter()
+            .filter_map(|l| match l {
+                Layer::Conv {
+                    mma: Some(m),
+                    g,
+                    int8,
+                    w,
+                    x,
+                    ..
+                } => Some((*m, *g, *int8, *w, *x)),
+                _ => None,
+            })
+            .collect();
+        let (first, second) = (convs[0], convs[2]);
+        assert_eq!(first.0.kp, 32, "{p}: 27 patch entries padded to 32");
+        assert_eq!(second.0.kp, 0, "{p}: NHWC input, no patches");
+        // The NHWC weights are the patch-ordered ones, reordered: entry [o][kh][kw][c].
+        let (g, taps) = (second.1, 9);
+        for (o, c, tap) in [(0, 0, 0), (5, 17, 4), (63, 31, 8)] {
+            let nhwc_at = o * g.c * taps + tap * g.c + c;
+            match kind {
+                MmaKind::Int8 => {
+                    let f = second.2.unwrap();
+                    let patch = &plan.int8_weights[f.wq];
+                    assert_eq!(
+                        plan.int8_weights[second.0.w][nhwc_at],
+                        patch[o * f.kp + c * taps + tap]
+                    );
+                    // Codes between tensors carry their writer's scale, which is the reader's
+                    // input scale.
+                    assert_eq!(plan.nhwc_scale(second.4), f.x_scale);
+                }
+                MmaKind::Fp16 => assert_eq!(
+                    plan.weights[second.0.w][nhwc_at],
+                    plan.weights[second.3][(o * g.c + c) * taps + tap]
+                ),
+            }
+        }
+        let stored: Plan = serde_json::from_slice(&serde_json::to_vec(&plan).unwrap()).unwrap();
+        assert_eq!(
+            stored, plan,
+            "{p}: the layout decisions are stored with the engine"
+        );
+    }
+}
+
+/// Tensor cores on the GPU: cnn32's NHWC chain (gathered patches → conv → pool → residual block
+/// → strided conv on the NHWC tensor → pool back to NCHW) at int8 agrees with the reference
+/// backend's int8 (the same fake-quantized tensors; float summation order differs, so a few
+/// samples move by one rounding step somewhere), and at fp16 with the fp32 reference within
+/// fp16's own error.
+#[test]
+fn tensor_core_convolutions_agree_with_the_reference_backend() {
+    if !gpu_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let batch = 256;
+    let (model, cache, input) = cnn32_fixture(dir.path(), batch);
+    let input = std::slice::from_ref(&input);
+    let infer = |backend: &dyn Backend, precision: Precision| {
+        let cache = precision.needs_cache().then_some(cache.as_path());
+        let mut engine = build(backend, &model, cache, precision, batch).unwrap();
+        engine.infer(input).unwrap().remove(0)
+    };
+    let fp32 = infer(&ReferenceBackend, Precision::Fp32);
+    let int8_ref = infer(&ReferenceBackend, Precision::Int8);
+    let (quant_max, quant_p99, _) = compare_logits(&int8_ref, &fp32);
+    let int8_gpu = infer(&CudaBackend, Precision::Int8);
+    let (max, p99, agree) = compare_logits(&int8_gpu, &int8_ref);
+    // Samples whose logits differ at all: where the two sides' float rounding puts a value on
+    // different sides of an int8 rounding boundary, that sample moves by one step of that
+    // tensor; a wrong scale or layout would move every sample.
+    let classes = int8_ref.shape[1];
+    let moved = (0..batch)
+        .filter(|&r| {
+            (0..classes).any(|c| {
+                let i = r * classes + c;
+                (int8_gpu.data[i] - int8_ref.data[i]).abs() > 1e-4
+            })
+        })
+        .count();
+    eprintln!("cnn32 int8 (tensor cores) vs reference int8: max |Δ| {max:.3e}, p99 {p99:.3e}, top-1 {agree}/{batch}, samples that differ {moved}/{batch}; int8 vs fp32: max {quant_max:.3}, p99 {quant_p99:.3}");
+    assert!(moved <= batch / 10, "{moved} of {batch} samples differ");
+    assert!(
+        p99 < 0.1 * quant_p99 && max < 0.25 * quant_max,
+        "p99 {p99}, max {max}"
+    );
+    assert!(agree >= batch * 99 / 100, "top-1 agreement {agree}/{batch}");
+    let scale = fp32.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let (max, p99, agree) = compare_logits(&infer(&CudaBackend, Precision::Fp16), &fp32);
+    eprintln!("cnn32 fp16 (tensor cores) vs fp32: max |Δ| {max:.3e}, p99 {p99:.3e} (logits up to {scale:.2}), top-1 {agree}/{batch}");
+    // fp16 keeps 11 significant bits: each stored tensor is within 2^-11 relative, a few
+    // roundings deep here; 1 % of the largest logit bounds that with margin.
+    assert!(max < 0.01 * scale, "max {max} vs largest logit {scale}");
+    assert!(agree >= batch * 98 / 100, "top-1 agreement {agree}/{batch}");
+    let fp32_gpu = infer(&CudaBackend, Precision::Fp32);
+    let (max, _, _) = compare_logits(&fp32_gpu, &fp32);
+    assert!(
+        max < 1e-4 * scale.max(1.0),
+        "fp32 path unchanged: max {max}"
     );
 }

@@ -156,3 +156,143 @@ pub fn compare(
     }
     Ok(())
 }
+
+/// Deterministic values in [-1, 1) (a 64-bit LCG), for random weights and inputs.
+pub fn uniform(seed: u64, n: usize) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// A CNN whose channel counts suit the cuda backend's tensor-core path (random weights, fixed
+/// seed): input `[N, 3, 16, 16]` → Conv 3→32 (+bias) → Relu → MaxPool 2 → residual block
+/// (x + Relu(Conv 32→32 (x)), Relu) → Conv 32→64 stride 2 (+bias) → Relu → MaxPool 2 → Flatten
+/// → Gemm 256→10 `logits`.
+pub fn cnn32() -> OnnxModel {
+    use calibench::model::onnx::float_tensor;
+    let mut inits = Vec::new();
+    let mut nodes = Vec::new();
+    let node =
+        |op: &str, inputs: &[&str], output: &str, attrs: Vec<pb::AttributeProto>| pb::NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            attribute: attrs,
+            ..Default::default()
+        };
+    let ints = |name: &str, v: &[i64]| pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    };
+    let (mut x, mut c) = ("input".to_string(), 3usize);
+    for (i, (cout, stride)) in [(32usize, 1i64), (64, 2)].into_iter().enumerate() {
+        let fan_in = c * 9;
+        let w: Vec<f32> = uniform(i as u64 + 1, cout * fan_in)
+            .iter()
+            .map(|v| v * (6.0 / fan_in as f32).sqrt())
+            .collect();
+        let b: Vec<f32> = uniform(i as u64 + 11, cout)
+            .iter()
+            .map(|v| v * 0.1)
+            .collect();
+        inits.push(float_tensor(
+            &format!("w{i}"),
+            &[cout as i64, c as i64, 3, 3],
+            &w,
+        ));
+        inits.push(float_tensor(&format!("b{i}"), &[cout as i64], &b));
+        let (conv, relu, pool) = (format!("conv{i}"), format!("relu{i}"), format!("pool{i}"));
+        let attrs = vec![
+            ints("kernel_shape", &[3, 3]),
+            ints("pads", &[1, 1, 1, 1]),
+            ints("strides", &[stride, stride]),
+        ];
+        nodes.push(node(
+            "Conv",
+            &[&x, &format!("w{i}"), &format!("b{i}")],
+            &conv,
+            attrs,
+        ));
+        nodes.push(node("Relu", &[&conv], &relu, vec![]));
+        let attrs = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
+        nodes.push(node("MaxPool", &[&relu], &pool, attrs));
+        (x, c) = (pool, cout);
+        if i == 0 {
+            // A residual block: x + Relu(Conv(x)), then Relu.
+            let w: Vec<f32> = uniform(31, c * c * 9)
+                .iter()
+                .map(|v| v * (6.0 / (c * 9) as f32).sqrt())
+                .collect();
+            inits.push(float_tensor("wr", &[c as i64, c as i64, 3, 3], &w));
+            let attrs = vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])];
+            nodes.push(node("Conv", &[&x, "wr"], "convr", attrs));
+            nodes.push(node("Relu", &["convr"], "relur", vec![]));
+            nodes.push(node("Add", &[&x, "relur"], "add", vec![]));
+            nodes.push(node("Relu", &["add"], "block", vec![]));
+            x = "block".into();
+        }
+    }
+    let fc: Vec<f32> = uniform(21, 10 * 256).iter().map(|v| v * 0.1).collect();
+    inits.push(float_tensor("fc.w", &[10, 256], &fc));
+    inits.push(float_tensor("fc.b", &[10], &[0.0; 10]));
+    nodes.push(node("Flatten", &[&x], "flat", vec![]));
+    let mut gemm = node("Gemm", &["flat", "fc.w", "fc.b"], "logits", vec![]);
+    gemm.attribute.push(pb::AttributeProto {
+        name: "transB".into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: 1,
+        ..Default::default()
+    });
+    nodes.push(gemm);
+    let value = |name: &str, dims: &[Option<i64>]| {
+        let dim = dims
+            .iter()
+            .map(|d| pb::tensor_shape_proto::Dimension {
+                value: Some(match d {
+                    Some(v) => pb::tensor_shape_proto::dimension::Value::DimValue(*v),
+                    None => pb::tensor_shape_proto::dimension::Value::DimParam("N".into()),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(pb::TensorShapeProto { dim }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    };
+    let model = pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "cnn32".into(),
+            node: nodes,
+            initializer: inits,
+            input: vec![value("input", &[None, Some(3), Some(16), Some(16)])],
+            output: vec![value("logits", &[None, Some(10)])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    OnnxModel::from_bytes(Path::new("cnn32.onnx"), &model.encode_to_vec()).unwrap()
+}

@@ -91,12 +91,42 @@ impl Window {
 pub struct Int8Gemm {
     /// Scale of the input tensor (from the cache).
     pub x_scale: f32,
-    /// Patch length padded to a multiple of 16.
+    /// Patch length padded to a multiple of 32 (one tensor-core k step).
     pub kp: usize,
     /// Index into [`Plan::int8_weights`].
     pub wq: usize,
     /// Index into [`Plan::scales`]: x_scale · weight scale, per output channel.
     pub dq: usize,
+}
+
+/// Element type of the tensor-core convolutions and of the NHWC tensors kept between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MmaKind {
+    /// int8 × int8 → int32 (`int8`); NHWC tensors hold int8 codes of their cache scale.
+    Int8,
+    /// fp16 × fp16 → fp32 (`fp16`); NHWC tensors hold fp16.
+    Fp16,
+}
+
+impl MmaKind {
+    /// Bytes per element.
+    pub fn bytes(self) -> usize {
+        match self {
+            MmaKind::Int8 => 1,
+            MmaKind::Fp16 => 2,
+        }
+    }
+}
+
+/// The tensor-core form of a convolution: an implicit GEMM over an NHWC input, or over im2col
+/// patches `[positions, kp]` when the input is an NCHW tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MmaConv {
+    /// Weights, `[cout][kh][kw][c]` for an NHWC input or `[cout][kp]` for patches: an index
+    /// into [`Plan::int8_weights`] (int8) or [`Plan::weights`] (fp16).
+    pub w: usize,
+    /// Patch length padded to 32 bytes (patches only; 0 for an NHWC input).
+    pub kp: usize,
 }
 
 /// Elementwise single-input operation.
@@ -149,6 +179,9 @@ pub enum Layer {
         q_pre: f32,
         q: f32,
         int8: Option<Int8Gemm>,
+        /// Set when the convolution runs on the tensor-core kernel ([`Plan::use_tensor_cores`]).
+        #[serde(default)]
+        mma: Option<MmaConv>,
     },
     /// `y[batch, nout] = x[batch, k] · W (+ b)` (Gemm and MatMul with constant weights).
     Gemm {
@@ -304,6 +337,13 @@ pub struct Plan {
     pub outputs: Vec<PlanIo>,
     /// Precision of each computing ONNX node, as reported in the record.
     pub report: Vec<LayerPrecision>,
+    /// The tensor-core element type, when convolutions run on tensor cores.
+    #[serde(default)]
+    pub mma: Option<MmaKind>,
+    /// Buffers stored NHWC in the tensor-core element type, with the scale of their int8
+    /// codes (0 for fp16); `None` (or no entry) for the engine's NCHW layout.
+    #[serde(default)]
+    pub nhwc: Vec<Option<f32>>,
 }
 
 #[derive(Clone)]
@@ -380,6 +420,8 @@ impl Plan {
                 inputs: Vec::new(),
                 outputs: Vec::new(),
                 report: precision.layers.clone(),
+                mma: None,
+                nhwc: Vec::new(),
             },
             values: HashMap::new(),
             weight_ids: HashMap::new(),
@@ -455,6 +497,274 @@ impl Plan {
     fn new_buffer(&mut self, len: usize) -> usize {
         self.buffer_sizes.push(len);
         self.buffer_sizes.len() - 1
+    }
+
+    /// Whether buffer `b` is stored NHWC in the tensor-core element type.
+    pub fn is_nhwc(&self, b: usize) -> bool {
+        self.nhwc.get(b).is_some_and(Option::is_some)
+    }
+
+    /// Whether buffer `b` holds int8 codes (an NHWC tensor of an int8 tensor-core plan).
+    pub fn holds_codes(&self, b: usize) -> bool {
+        self.mma == Some(MmaKind::Int8) && self.is_nhwc(b)
+    }
+
+    /// Scale of the int8 codes of NHWC buffer `b` (0 for fp16 or an NCHW buffer).
+    pub fn nhwc_scale(&self, b: usize) -> f32 {
+        self.nhwc.get(b).copied().flatten().unwrap_or(0.0)
+    }
+
+    /// Moves convolutions onto tensor cores (`mma.sync`; compute capability 8.0 or newer):
+    /// every Conv with an int8 form (`Int8`) or every Conv (`Fp16`) runs the implicit-GEMM
+    /// kernel, and a tensor written by such a convolution (or by a pool or a same-shape
+    /// elementwise layer of such tensors) and read only by such convolutions, pools and
+    /// elementwise layers stays NHWC in the kernel's element type between them: int8 codes of
+    /// its cache scale, exact since that scale already rounds it, or fp16. Every other tensor
+    /// keeps the engine's NCHW layout and type.
+    pub fn use_tensor_cores(&mut self, kind: MmaKind) {
+        let bytes = kind.bytes();
+        let capable = |layer: &Layer| match layer {
+            Layer::Conv { int8, g, .. } => {
+                g.cout % 2 == 0 && (kind == MmaKind::Fp16 || int8.is_some())
+            }
+            _ => false,
+        };
+        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); self.buffer_sizes.len()];
+        for (i, layer) in self.layers.iter().enumerate() {
+            for b in layer.reads() {
+                readers[b].push(i);
+            }
+        }
+        let io: Vec<usize> = self
+            .inputs
+            .iter()
+            .chain(&self.outputs)
+            .map(|io| io.buffer)
+            .collect();
+        // Candidates: each tensor a convolution writes, and (in layer order) what a pool or a
+        // same-shape elementwise layer makes of candidates, as ([n, c, h, w], scale).
+        let mut candidate: Vec<Option<([usize; 4], f32)>> = vec![None; self.buffer_sizes.len()];
+        for layer in &self.layers {
+            let written = match layer {
+                Layer::Conv { y, g, q, .. } if capable(layer) => {
+                    Some((*y, [g.n, g.cout, g.oh, g.ow], *q))
+                }
+                Layer::Pool { x, y, g, q, .. } if candidate[*x].is_some() => {
+                    Some((*y, [g.n, g.c, g.oh, g.ow], *q))
+                }
+                _ => elementwise_nhwc(layer, &candidate),
+            };
+            if let Some((y, shape, q)) = written {
+                let exact = kind == MmaKind::Fp16 || q > 0.0;
+                if exact && (shape[1] * bytes) % 32 == 0 && !io.contains(&y) {
+                    candidate[y] = Some((shape, q));
+                }
+            }
+        }
+        // A candidate stays NHWC when its writer's inputs did and every reader reads NHWC:
+        // a tensor-core convolution or a pool of its shape (which may write either layout),
+        // or an elementwise layer whose output (and other input) stays NHWC too. Dropping one
+        // can drop others, so repeat until nothing changes.
+        let mut nhwc: Vec<bool> = candidate.iter().map(Option::is_some).collect();
+        loop {
+            let mut changed = false;
+            for y in 0..nhwc.len() {
+                let Some((shape, q)) = candidate[y] else {
+                    continue;
+                };
+                if !nhwc[y] {
+                    continue;
+                }
+                let writer_ok = self.layers.iter().all(|l| match l {
+                    Layer::Pool { x, y: py, .. } if *py == y => nhwc[*x],
+                    Layer::Unary { y: uy, .. } | Layer::Binary { y: uy, .. } if *uy == y => {
+                        l.reads().iter().all(|&x| nhwc[x])
+                    }
+                    _ => true,
+                });
+                let reader_ok = |&r: &usize| match &self.layers[r] {
+                    Layer::Conv { x, g, int8, .. } if capable(&self.layers[r]) => {
+                        *x == y
+                            && [g.n, g.c, g.h, g.w] == shape
+                            && int8.as_ref().map_or(true, |f| f.x_scale == q)
+                    }
+                    Layer::Pool { x, g, .. } => *x == y && [g.n, g.c, g.h, g.w] == shape,
+                    l @ (Layer::Unary { y: out, .. } | Layer::Binary { y: out, .. }) => {
+                        nhwc[*out] && l.reads().iter().all(|&x| nhwc[x])
+                    }
+                    _ => false,
+                };
+                if !writer_ok || readers[y].is_empty() || !readers[y].iter().all(reader_ok) {
+                    nhwc[y] = false;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let scales: Vec<Option<f32>> = candidate
+            .iter()
+            .zip(&nhwc)
+            .map(|(c, &keep)| c.filter(|_| keep).map(|(_, q)| q))
+            .collect();
+        for i in 0..self.layers.len() {
+            if !capable(&self.layers[i]) {
+                continue;
+            }
+            let Layer::Conv { x, w, g, int8, .. } = &self.layers[i] else {
+                continue;
+            };
+            let (x, w, g, int8) = (*x, *w, *g, *int8);
+            let patch = g.patch();
+            let taps_last = |stride: usize, at: &dyn Fn(usize) -> usize| -> Vec<usize> {
+                // Source index of each [o][kh][kw][c] entry in an [o][c][kh][kw] row of `stride`.
+                let taps = g.kh * g.kw;
+                (0..g.cout * patch)
+                    .map(|j| {
+                        let (o, r) = (j / patch, j % patch);
+                        let (tap, c) = (r / g.c, r % g.c);
+                        at(o * stride + c * taps + tap)
+                    })
+                    .collect()
+            };
+            let form = match (kind, int8) {
+                (MmaKind::Int8, Some(f)) if nhwc[x] => {
+                    let wq = &self.int8_weights[f.wq];
+                    let order = taps_last(f.kp, &|i| i);
+                    self.int8_weights
+                        .push(order.iter().map(|&i| wq[i]).collect());
+                    MmaConv {
+                        w: self.int8_weights.len() - 1,
+                        kp: 0,
+                    }
+                }
+                (MmaKind::Int8, Some(f)) => MmaConv { w: f.wq, kp: f.kp },
+                (MmaKind::Fp16, _) => {
+                    let wf = &self.weights[w];
+                    let (data, kp) = if nhwc[x] {
+                        let order = taps_last(patch, &|i| i);
+                        (order.iter().map(|&i| wf[i]).collect(), 0)
+                    } else {
+                        let kp = round_up(patch, 16);
+                        let mut padded = vec![0f32; g.cout * kp];
+                        for o in 0..g.cout {
+                            padded[o * kp..o * kp + patch]
+                                .copy_from_slice(&wf[o * patch..(o + 1) * patch]);
+                        }
+                        (padded, kp)
+                    };
+                    self.weights.push(data);
+                    MmaConv {
+                        w: self.weights.len() - 1,
+                        kp,
+                    }
+                }
+                (MmaKind::Int8, None) => continue,
+            };
+            if let Layer::Conv { mma, .. } = &mut self.layers[i] {
+                *mma = Some(form);
+            }
+        }
+        self.mma = Some(kind);
+        self.nhwc = scales;
+        self.drop_redundant_quantization();
+    }
+
+    /// Removes an elementwise layer that only quantizes a tensor (the graph input's Q/DQ) when
+    /// every reader is an int8 tensor-core convolution that gathers its patches: they quantize
+    /// with the same scale as they read, so they read the unquantized tensor instead.
+    fn drop_redundant_quantization(&mut self) {
+        let outputs: Vec<usize> = self.outputs.iter().map(|o| o.buffer).collect();
+        let mut i = 0;
+        while i < self.layers.len() {
+            let Layer::Unary {
+                x,
+                y,
+                op: UnaryOp::Identity,
+                q,
+                ..
+            } = self.layers[i]
+            else {
+                i += 1;
+                continue;
+            };
+            let readers: Vec<usize> = (0..self.layers.len())
+                .filter(|&r| self.layers[r].reads().contains(&y))
+                .collect();
+            let gathers_at = |layer: &Layer| match layer {
+                Layer::Conv {
+                    x: cx,
+                    int8: Some(f),
+                    mma: Some(_),
+                    ..
+                } => *cx == y && f.x_scale == q && !self.is_nhwc(y),
+                _ => false,
+            };
+            if q > 0.0
+                && !outputs.contains(&y)
+                && !readers.is_empty()
+                && readers.iter().all(|&r| gathers_at(&self.layers[r]))
+            {
+                for &r in &readers {
+                    if let Layer::Conv { x: cx, .. } = &mut self.layers[r] {
+                        *cx = x;
+                    }
+                }
+                self.buffer_sizes[y] = 0;
+                self.layers.remove(i);
+                self.layer_names.remove(i);
+                continue;
+            }
+            i += 1;
+        }
+    }
+}
+
+/// The output of an elementwise layer over NHWC candidates, as (buffer, shape, scale): a Unary,
+/// or a Binary of two activations of the same shape (no broadcasting), all of them candidates.
+fn elementwise_nhwc(
+    layer: &Layer,
+    candidate: &[Option<([usize; 4], f32)>],
+) -> Option<(usize, [usize; 4], f32)> {
+    match layer {
+        Layer::Unary { x, y, q, .. } => candidate[*x].map(|(shape, _)| (*y, shape, *q)),
+        Layer::Binary {
+            a: Operand::Act(a),
+            b: Operand::Act(b),
+            y,
+            a_strides,
+            b_strides,
+            q,
+            ..
+        } if a_strides == b_strides => {
+            let (sa, _) = candidate[*a]?;
+            let (sb, _) = candidate[*b]?;
+            (sa == sb).then_some((*y, sa, *q))
+        }
+        _ => None,
+    }
+}
+
+impl Layer {
+    /// The activation buffers this layer reads.
+    pub fn reads(&self) -> Vec<usize> {
+        match self {
+            Layer::Conv { x, .. }
+            | Layer::Gemm { x, .. }
+            | Layer::Unary { x, .. }
+            | Layer::Pool { x, .. }
+            | Layer::Affine { x, .. }
+            | Layer::Softmax { x, .. } => vec![*x],
+            Layer::Binary { a, b, .. } => [a, b]
+                .into_iter()
+                .filter_map(|o| match o {
+                    Operand::Act(x) => Some(*x),
+                    Operand::Weight(_) => None,
+                })
+                .collect(),
+            Layer::Concat { parts, .. } => parts.iter().map(|(x, _)| *x).collect(),
+        }
     }
 }
 
@@ -533,7 +843,7 @@ impl Planner<'_> {
 
     /// The int8 form of a GEMM with float weights `w` laid out `[nout][k]` (`nk`) or `[k][nout]`.
     fn int8_gemm(&mut self, x_scale: f32, w: &[f32], k: usize, nout: usize, nk: bool) -> Int8Gemm {
-        let kp = round_up(k, 16);
+        let kp = round_up(k, 32);
         let at = |o: usize, i: usize| if nk { w[o * k + i] } else { w[i * nout + o] };
         let rows: Vec<f32> = (0..nout * k).map(|j| at(j / k, j % k)).collect();
         let w_scales = per_channel_scales(&[nout as i64, k as i64], &rows, 0);
@@ -563,7 +873,7 @@ impl Planner<'_> {
             self.plan.max_gemm_out = self.plan.max_gemm_out.max(g.cout * p);
         }
         let pp = g.positions_padded();
-        self.plan.max_cols_i8 = self.plan.max_cols_i8.max(round_up(ck, 16) * pp);
+        self.plan.max_cols_i8 = self.plan.max_cols_i8.max(round_up(ck, 32) * pp);
         self.plan.max_acc = self.plan.max_acc.max(g.cout * pp);
     }
 
@@ -751,6 +1061,7 @@ impl Planner<'_> {
             q_pre: 0.0,
             q,
             int8,
+            mma: None,
         };
         self.push(name, conv);
         Ok(Value {
@@ -1337,7 +1648,7 @@ mod tests {
         };
         assert_eq!(f.x_scale, scale("input"));
         assert_eq!((*q_pre, *q), (scale("conv1_out"), scale("relu1_out")));
-        assert_eq!(f.kp, 16, "9 taps padded to 16");
+        assert_eq!(f.kp, 32, "9 taps padded to 32");
         // Each int8 weight dequantizes to within half a step of the float weight.
         let (wq, dq, wf) = (
             &plan.int8_weights[f.wq],

@@ -14,6 +14,16 @@ template <> __device__ __forceinline__ void st<__half>(__half* p, int i, float v
 __device__ __forceinline__ float fq(float v, float q) {
     return q > 0.0f ? fminf(fmaxf(rintf(v / q), -128.0f), 127.0f) * q : v;
 }
+// Fake quantization with 1/q precomputed, for the tensor-core convolutions' epilogues and
+// patch gathering: v * (1/q) rounds like the reference's v / q except within about one float
+// ulp of a rounding tie, which continuous values (accumulated products, graph inputs) hit only
+// by chance. Requantizing codes (pools, elementwise layers) can land on exact ties when scales
+// are in simple ratios, so those kernels divide, as the reference does.
+__device__ __forceinline__ float fqi(float v, float q, float inv_q) {
+    return q > 0.0f ? fminf(fmaxf(rintf(v * inv_q), -128.0f), 127.0f) * q : v;
+}
+__device__ __forceinline__ float inverse(float q) { return q > 0.0f ? 1.0f / q : 0.0f; }
+
 // Epilogue of a GEMM layer: quantize the raw output, Relu, quantize the Relu's output.
 __device__ __forceinline__ float finish(float v, float q_pre, int relu, float q) {
     v = fq(v, q_pre);
@@ -104,15 +114,15 @@ template <typename T>
 __device__ void epilogue(T* y, int n, int relu, float q_pre, float q) { LOOP(n) { st(y, i, finish(ld(y, i), q_pre, relu, q)); } }
 
 // op: 0 identity, 1 relu, 2 clip(lo, hi), 3 sigmoid.
+__device__ __forceinline__ float unary_op(float v, int op, float lo, float hi) {
+    if (op == 1) v = fmaxf(v, 0.0f);
+    else if (op == 2) v = fminf(fmaxf(v, lo), hi);
+    else if (op == 3) v = 1.0f / (1.0f + expf(-v));
+    return v;
+}
 template <typename T>
 __device__ void unary(const T* x, T* y, int n, int op, float lo, float hi, float q) {
-    LOOP(n) {
-        float v = ld(x, i);
-        if (op == 1) v = fmaxf(v, 0.0f);
-        else if (op == 2) v = fminf(fmaxf(v, lo), hi);
-        else if (op == 3) v = 1.0f / (1.0f + expf(-v));
-        st(y, i, fq(v, q));
-    }
+    LOOP(n) { st(y, i, fq(unary_op(ld(x, i), op, lo, hi), q)); }
 }
 
 // y = a (+|*) b over dims d0..d3 with per-operand strides (0 where broadcast).
@@ -169,8 +179,302 @@ __device__ void softmax(const T* x, T* y, int outer, int len, int inner, float q
     }
 }
 
+// ---- Tensor-core convolution (implicit GEMM) ----
+// D[position, cout] = sum_k X[position, k] * W[cout, k] with mma.sync: int8 (m16n8k32, int32
+// accumulation) or fp16 (m16n8k16, fp32 accumulation). Both consume k in 32-byte chunks whose
+// register fragments have the same byte layout, so one loop serves both. X is read straight from
+// an NHWC tensor (k runs over taps, then channels; padding reads zeros) — W is [cout][kh][kw][c]
+// — or, for an NCHW input, gathered patch by patch in im2col's order (quantized with the input's
+// scale at int8) — W is [cout][kp]. Either way no patch matrix is written.
+// A block computes 128 positions x 64 or 128 output channels (4 or 8 warps of 32 x 64): each
+// 32-byte chunk of k is copied to shared memory with cp.async (zero-filling padding), three in flight,
+// and read into fragments with ldmatrix. The epilogue is the dequantize kernel's, element for
+// element; it writes NHWC (int8 codes of scale q, or fp16) through shared memory in 16-byte
+// rows for a tensor-core reader, or NCHW in the engine's type (T) for any other.
+#define MMA_STAGES 3
+#define MMA_MAX_BN 128  // output channels per block: 64 (4 warps) or 128 (8 warps)
+#define MMA_ROW 48  // bytes per shared row: 32 of k, padded so ldmatrix's 8 rows hit distinct banks
+
+__device__ __forceinline__ void mma_chunk(int* d, const unsigned* a, unsigned b0, unsigned b1) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+__device__ __forceinline__ void mma_chunk(float* d, const unsigned* a, unsigned b0, unsigned b1) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+// 16 bytes global -> shared, zero-filled when !valid.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+#if __CUDA_ARCH__ >= 800
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
+#endif
+}
+// The same for A (activations), cached in L1 too: neighbouring taps re-read the same pixels.
+__device__ __forceinline__ void cp_async16_a(void* smem, const void* gmem, bool valid) {
+#if __CUDA_ARCH__ >= 800
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;");
+#endif
+}
+__device__ __forceinline__ void cp_async_wait_stages() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(MMA_STAGES - 2));
+#endif
+}
+// Four 8x8 matrices of 16-bit elements (8 rows of 16 bytes) from shared memory.
+__device__ __forceinline__ void ldsm4(unsigned* r, const void* smem) {
+#if __CUDA_ARCH__ >= 800
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+#endif
+}
+__device__ __forceinline__ int code8_div(float v, float q) { return (int)fminf(fmaxf(rintf(v / q), -128.0f), 127.0f); }
+__device__ __forceinline__ int code8(float v, float inv_q) { return (int)fminf(fmaxf(rintf(v * inv_q), -128.0f), 127.0f); }
+// Two adjacent channels of an NHWC output into the shared output tile.
+__device__ __forceinline__ void put_pair(int, unsigned char* row, int col, float v0, float v1, float q, float inv_q) {
+    *reinterpret_cast<char2*>(row + col) = make_char2((char)code8(v0, inv_q), (char)code8(v1, inv_q));
+}
+__device__ __forceinline__ void put_pair(float, unsigned char* row, int col, float v0, float v1, float, float) {
+    *reinterpret_cast<__half2*>(row + 2 * col) = __floats2half2_rn(v0, v1);
+}
+
+__device__ __forceinline__ int out_bytes(int) { return 1; }
+__device__ __forceinline__ int out_bytes(float) { return 2; }
+
+// Gathers 16 bytes of k — patch entries k0, k0+1, … in im2col's (c, kh, kw) order, zero past K
+// or in the padding — of one output position (image n, window origin ih0, iw0) from an NCHW
+// input of the engine's type: int8 codes of scale 1/inv_xs, or fp16.
+__device__ __forceinline__ void pack_elem(int, unsigned* packed, int j, float v, float inv_xs) {
+    packed[j / 4] |= (unsigned)(code8(v, inv_xs) & 0xff) << (8 * (j % 4));
+}
+__device__ __forceinline__ void pack_elem(float, unsigned* packed, int j, float v, float) {
+    packed[j / 2] |= (unsigned)__half_as_ushort(__float2half(v)) << (16 * (j % 2));
+}
+template <typename Acc, typename T>
+__device__ __forceinline__ int4 gather16(Acc, const T* x, int k0, int K, int C, int H, int W, int KH, int KW,
+                                         int n, int ih0, int iw0, bool row_ok, float inv_xs) {
+    const int E = 16 / out_bytes(Acc(0)), taps = KH * KW;
+    int c = k0 / taps, tap = k0 % taps, kh = tap / KW, kw = tap % KW;
+    unsigned packed[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+    for (int j = 0; j < E; ++j) {
+        float v = 0.0f;
+        int h = ih0 + kh, w = iw0 + kw;
+        if (row_ok && k0 + j < K && h >= 0 && h < H && w >= 0 && w < W) v = ld(x, ((n * C + c) * H + h) * W + w);
+        pack_elem(Acc(0), packed, j, v, inv_xs);
+        if (++kw == KW) { kw = 0; if (++kh == KH) { kh = 0; ++c; } }
+    }
+    return make_int4(packed[0], packed[1], packed[2], packed[3]);
+}
+
+template <typename Acc, typename T>
+__device__ void conv_mma(const unsigned char* x, const unsigned char* w, const float* dq, const T* bias, void* y,
+                         int N, int CB, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW,
+                         int Cout, int nhwc_out, int relu, float q_pre, float q, int gather, int C, int K, float xs) {
+    // Per stage: A [128 positions][32 bytes of k], then B [BN channels][32 bytes of k].
+    __shared__ __align__(16) unsigned char smem[MMA_STAGES * (128 + MMA_MAX_BN) * MMA_ROW];
+    const int threads = blockDim.x, BN = threads / 2, STAGE = (128 + BN) * MMA_ROW;
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    int wm = warp & 3, wn = warp >> 2;  // this warp's 32 positions and 64 channels of the tile
+    int P = OH * OW, M = N * P, mb = blockIdx.x * 128, n0 = blockIdx.y * BN;
+    // Copies per chunk: A's 256 16-byte halves (one or two per thread), B's 2·BN (one each).
+    const int a_per = 256 / threads;
+    int arow = tid / (2 / a_per), ahalf0 = (tid % (2 / a_per)) * 16;
+    int am = mb + arow, an = 0, abase = -1, aih = 0, aiw = 0;
+    if (am < M) { int p = am % P; an = am / P; abase = an * H; aih = (p / OW) * SH - PH; aiw = (p % OW) * SW - PW; }
+    int brow = tid >> 1, bn = n0 + brow, bhalf = (tid & 1) * 16;
+    // k bytes per weight row: all taps of an NHWC input, the padded patch when gathering.
+    const int KB = gather ? CB : KH * KW * CB, chunks = KB / 32;
+    const unsigned char* wrow = w + bn * KB + bhalf;
+    const float inv_xs = inverse(xs);
+    // The next chunk to copy, and (NHWC) its tap (lkh, lkw) and channel bytes lc0 — advanced,
+    // never divided.
+    int lchunk = 0, lkh = 0, lkw = 0, lc0 = 0;
+#define MMA_LOAD(buf) do { \
+        unsigned char* sa_ = smem + (buf) * STAGE; \
+        if (gather) { \
+            for (int k_ = 0; k_ < a_per; ++k_) { \
+                int off_ = ahalf0 + 16 * k_; \
+                *reinterpret_cast<int4*>(sa_ + arow * MMA_ROW + off_) = gather16(Acc(0), (const T*)x, \
+                    (lchunk * 32 + off_) / out_bytes(Acc(0)), K, C, H, W, KH, KW, an, aih, aiw, abase >= 0, inv_xs); \
+            } \
+        } else { \
+            int h_ = aih + lkh, w_ = aiw + lkw; \
+            bool va_ = abase >= 0 && h_ >= 0 && h_ < H && w_ >= 0 && w_ < W; \
+            const unsigned char* src_ = va_ ? x + ((abase + h_) * W + w_) * CB + lc0 : x; \
+            for (int k_ = 0; k_ < a_per; ++k_) \
+                cp_async16_a(sa_ + arow * MMA_ROW + ahalf0 + 16 * k_, src_ + ahalf0 + 16 * k_, va_); \
+            if ((lc0 += 32) == CB) { lc0 = 0; if (++lkw == KW) { lkw = 0; ++lkh; } } \
+        } \
+        bool vb_ = bn < Cout; \
+        cp_async16(sa_ + (128 + brow) * MMA_ROW + bhalf, vb_ ? wrow + lchunk * 32 : w, vb_); \
+        ++lchunk; \
+    } while (0)
+#pragma unroll
+    for (int s = 0; s < MMA_STAGES - 1; ++s) {
+        if (s < chunks) MMA_LOAD(s);
+        cp_async_commit();
+    }
+    int ntiles = max(0, min(8, (Cout - n0 - wn * 64 + 7) / 8));
+    Acc acc[2][8][4];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
+    // ldmatrix row addresses: A rows (lane & 15) of a 16-row tile, byte half lane / 16;
+    // B rows (lane & 7) + 8 (lane / 16) of a pair of n-tiles, byte half (lane / 8) & 1.
+    int a_off = (wm * 32 + (lane & 15)) * MMA_ROW + 16 * (lane >> 4);
+    int b_off = (128 + wn * 64 + (lane & 7) + 8 * (lane >> 4)) * MMA_ROW + 16 * ((lane >> 3) & 1);
+    for (int kc = 0; kc < chunks; ++kc) {
+        cp_async_wait_stages();
+        __syncthreads();
+        const unsigned char* st_ = smem + (kc % MMA_STAGES) * STAGE;
+        if (ntiles > 0) {
+            unsigned a[2][4];
+            ldsm4(a[0], st_ + a_off);
+            ldsm4(a[1], st_ + a_off + 16 * MMA_ROW);
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) {
+                if (2 * jj < ntiles) {
+                    unsigned b[4];
+                    ldsm4(b, st_ + b_off + jj * 16 * MMA_ROW);
+                    mma_chunk(acc[0][2 * jj], a[0], b[0], b[1]);
+                    mma_chunk(acc[1][2 * jj], a[1], b[0], b[1]);
+                    if (2 * jj + 1 < ntiles) {
+                        mma_chunk(acc[0][2 * jj + 1], a[0], b[2], b[3]);
+                        mma_chunk(acc[1][2 * jj + 1], a[1], b[2], b[3]);
+                    }
+                }
+            }
+        }
+        int next = kc + MMA_STAGES - 1;
+        if (next < chunks) MMA_LOAD(next % MMA_STAGES);
+        cp_async_commit();
+    }
+#undef MMA_LOAD
+    // Epilogue: accumulators e=0,1 are row g, e=2,3 row g+8; columns t*2, t*2+1.
+    const int S = out_bytes(Acc(0));
+    const int OUT_ROW = BN * S + 16;
+    unsigned char* tile = smem;  // [128][OUT_ROW], free once every warp is past the loop
+    if (nhwc_out) __syncthreads();
+    float inv_qp = inverse(q_pre), inv_q = inverse(q);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        if (j >= ntiles) continue;
+        int tc = wn * 64 + j * 8 + t * 2, col = n0 + tc;  // column in the tile, in the tensor
+        float scale[2], shift[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            int c = min(col + e, Cout - 1);
+            scale[e] = dq ? dq[c] : 1.0f;
+            shift[e] = bias ? ld(bias, c) : 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int half_ = 0; half_ < 2; ++half_) {
+                int r = wm * 32 + 16 * i + 8 * half_ + g, m = mb + r;
+                if (m >= M || col >= Cout) continue;
+                float v[2];
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    float u = fqi((float)acc[i][j][2 * half_ + e] * scale[e] + shift[e], q_pre, inv_qp);
+                    v[e] = relu && u < 0.0f ? 0.0f : u;
+                }
+                if (nhwc_out) {
+                    put_pair(Acc(0), tile + r * OUT_ROW, tc, v[0], v[1], q, inv_q);
+                } else {
+                    int p = m % P, n = m / P;
+                    st((T*)y, (n * Cout + col) * P + p, fqi(v[0], q, inv_q));
+                    if (col + 1 < Cout) st((T*)y, (n * Cout + col + 1) * P + p, fqi(v[1], q, inv_q));
+                }
+            }
+    }
+    if (nhwc_out) {
+        __syncthreads();
+        int row_bytes = min(BN, Cout - n0) * S, parts = row_bytes / 16;
+        for (int idx = tid; idx < 128 * parts; idx += threads) {
+            int r = idx / parts, part = idx % parts, m = mb + r;
+            if (m < M)
+                *reinterpret_cast<int4*>((unsigned char*)y + (m * Cout + n0) * S + part * 16) =
+                    *reinterpret_cast<const int4*>(tile + r * OUT_ROW + part * 16);
+        }
+    }
+}
+
+// Max or average pooling of an NHWC tensor (int8 codes of scale s, or fp16), one 4-byte word of
+// channels per thread. Writes NHWC (codes of scale q, or fp16) or NCHW in the engine's type (T).
+__device__ __forceinline__ unsigned max_word(int, unsigned a, unsigned b) { return __vmaxs4(a, b); }
+__device__ __forceinline__ unsigned max_word(float, unsigned a, unsigned b) {
+    __half2 r = __hmax2(*reinterpret_cast<__half2*>(&a), *reinterpret_cast<__half2*>(&b));
+    return *reinterpret_cast<unsigned*>(&r);
+}
+__device__ __forceinline__ float word_elem(int, unsigned w, int e, float s) { return (float)(signed char)(w >> (8 * e)) * s; }
+__device__ __forceinline__ float word_elem(float, unsigned w, int e, float) {
+    return __half2float(__ushort_as_half((unsigned short)(w >> (16 * e))));
+}
+__device__ __forceinline__ unsigned elem_bits(int, float v, int e, float q) { return (unsigned)(code8_div(v, q) & 0xff) << (8 * e); }
+__device__ __forceinline__ unsigned elem_bits(float, float v, int e, float q) {
+    return (unsigned)__half_as_ushort(__float2half(fq(v, q))) << (16 * e);
+}
+
+__device__ __forceinline__ int elems_per_word(int) { return 4; }
+__device__ __forceinline__ int elems_per_word(float) { return 2; }
+
+template <typename Acc, typename T>
+__device__ void pool_nhwc(const unsigned* x, void* y, int N, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW,
+                          float s, float q, int nhwc_out, int avg, int include_pad) {
+    const int E = elems_per_word(Acc(0));
+    const unsigned lowest = E == 4 ? 0x80808080u : 0xFC00FC00u;  // -128 x4, -inf x2
+    int CW = C / E;
+    LOOP(N * OH * OW * CW) {
+        int word = i % CW, pix = i / CW, ow = pix % OW, oh = (pix / OW) % OH, n = pix / (OW * OH);
+        unsigned m = lowest;
+        float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        int count = 0;
+        for (int kh = 0; kh < KH; ++kh)
+            for (int kw = 0; kw < KW; ++kw) {
+                int h = oh * SH - PH + kh, w = ow * SW - PW + kw;
+                if (h >= 0 && h < H && w >= 0 && w < W) {
+                    unsigned in = __ldg(x + ((n * H + h) * W + w) * CW + word);
+                    if (avg) for (int e = 0; e < E; ++e) v[e] += word_elem(Acc(0), in, e, s);
+                    else m = max_word(Acc(0), m, in);
+                    ++count;
+                }
+            }
+        float d = (float)(include_pad ? KH * KW : (count > 0 ? count : 1));
+        for (int e = 0; e < E; ++e) v[e] = avg ? v[e] / d : word_elem(Acc(0), m, e, s);
+        if (nhwc_out) {
+            unsigned out = 0u;
+            if (!avg && E == 4 && q == s) out = m;
+            else for (int e = 0; e < E; ++e) out |= elem_bits(Acc(0), v[e], e, q);
+            reinterpret_cast<unsigned*>(y)[i] = out;
+        } else {
+            for (int e = 0; e < E; ++e)
+                st((T*)y, ((n * C + word * E + e) * OH + oh) * OW + ow, fq(v[e], q));
+        }
+    }
+}
+
 #define WINDOW int N, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW
 #define WARGS N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW
+#define WINDOW_MMA int N, int CB, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW, int Cout, int o, int r, float qp, float q, int ga, int C, int K, float xs
+#define MMA_ARGS N, CB, H, W, KH, KW, SH, SW, PH, PW, OH, OW, Cout, o, r, qp, q, ga, C, K, xs
 #define INSTANTIATE(NAME, T) \
 extern "C" __global__ void im2col_##NAME(const T* x, T* c, WINDOW) { im2col<T>(x, c, WARGS); } \
 extern "C" __global__ void im2col_q8_##NAME(const T* x, signed char* c, WINDOW, int KP, float s) { im2col_q8<T>(x, c, WARGS, KP, s); } \
@@ -185,7 +489,32 @@ extern "C" __global__ void binary_##NAME(const T* a, const T* b, T* y, int mul, 
 extern "C" __global__ void pool_##NAME(const T* x, T* y, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW, int avg, int ip, float q) { pool<T>(x, y, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, avg, ip, q); } \
 extern "C" __global__ void affine_##NAME(const T* x, T* y, const T* s, const T* b, int C, int inner, int n, float q) { affine<T>(x, y, s, b, C, inner, n, q); } \
 extern "C" __global__ void concat_##NAME(const T* x, T* y, int outer, int chunk, int total, int offset, float q) { concat<T>(x, y, outer, chunk, total, offset, q); } \
-extern "C" __global__ void softmax_##NAME(const T* x, T* y, int outer, int len, int inner, float q) { softmax<T>(x, y, outer, len, inner, q); }
+extern "C" __global__ void softmax_##NAME(const T* x, T* y, int outer, int len, int inner, float q) { softmax<T>(x, y, outer, len, inner, q); } \
+extern "C" __global__ void conv_mma_i8_##NAME(const unsigned char* x, const unsigned char* w, const float* dq, const T* b, void* y, WINDOW_MMA) { conv_mma<int, T>(x, w, dq, b, y, MMA_ARGS); } \
+extern "C" __global__ void conv_mma_f16_##NAME(const unsigned char* x, const unsigned char* w, const float* dq, const T* b, void* y, WINDOW_MMA) { conv_mma<float, T>(x, w, dq, b, y, MMA_ARGS); } \
+extern "C" __global__ void pool_nhwc_i8_##NAME(const unsigned* x, void* y, WINDOW, float s, float q, int o, int avg, int ip) { pool_nhwc<int, T>(x, y, WARGS, s, q, o, avg, ip); } \
+extern "C" __global__ void pool_nhwc_f16_##NAME(const unsigned* x, void* y, WINDOW, float s, float q, int o, int avg, int ip) { pool_nhwc<float, T>(x, y, WARGS, s, q, o, avg, ip); }
 
 INSTANTIATE(f32, float)
 INSTANTIATE(f16, __half)
+
+// Elementwise layers between int8 NHWC tensors of the tensor-core path (int8 codes of scales
+// sx, sa, sb), four codes per thread: the unary op, or a + b / a * b, requantized to scale q.
+__device__ __forceinline__ float code_at(unsigned w, int e, float s) { return (float)(signed char)(w >> (8 * e)) * s; }
+extern "C" __global__ void unary_q8(const unsigned* x, unsigned* y, int words, int op, float lo, float hi, float sx, float q) {
+    LOOP(words) {
+        unsigned w = x[i], out = 0u;
+        for (int e = 0; e < 4; ++e) out |= (unsigned)(code8_div(unary_op(code_at(w, e, sx), op, lo, hi), q) & 0xff) << (8 * e);
+        y[i] = out;
+    }
+}
+extern "C" __global__ void binary_q8(const unsigned* a, const unsigned* b, unsigned* y, int words, int mul, float sa, float sb, float q) {
+    LOOP(words) {
+        unsigned wa = a[i], wb = b[i], out = 0u;
+        for (int e = 0; e < 4; ++e) {
+            float u = code_at(wa, e, sa), v = code_at(wb, e, sb);
+            out |= (unsigned)(code8_div(mul ? u * v : u + v, q) & 0xff) << (8 * e);
+        }
+        y[i] = out;
+    }
+}

@@ -1,18 +1,27 @@
-//! The `cuda` backend: runs ONNX models on the GPU itself, cuBLASLt for convolutions (im2col)
-//! and GEMMs, nvrtc-compiled kernels (`kernels.cu`) for the rest.
+//! The `cuda` backend: runs ONNX models on the GPU itself — convolutions on tensor cores
+//! (`mma.sync`, compute capability 8.0+) as implicit GEMMs, cuBLASLt for Gemm/MatMul (and for
+//! convolutions via im2col on older GPUs and at fp32), nvrtc-compiled kernels (`kernels.cu`)
+//! for the rest.
 //!
 //! Precisions follow trtexec's flags and the reference backend's semantics (`model::precision`):
 //! - `fp32`: fp32 storage and strict fp32 GEMMs;
 //! - `fp16`: fp16 storage, fp16 GEMMs with fp32 accumulation;
-//! - `int8`: fp32 storage; each tensor with a cache scale is fake-quantized by the layer that
-//!   writes it, and Conv/Gemm/MatMul layers whose input is quantized run int8 × int8 → int32
-//!   GEMMs with weights quantized per output channel, dequantized in the epilogue;
-//! - `best`: fp16 storage, and for each layer with an int8 form the faster of int8 and fp16,
-//!   timed on the GPU at build (as TensorRT's builder times tactics).
+//! - `int8`: each tensor with a cache scale is fake-quantized by the layer that writes it, and
+//!   Conv/Gemm/MatMul layers whose input is quantized run int8 × int8 → int32 with weights
+//!   quantized per output channel, dequantized (+ bias, Relu, requantized) in the epilogue.
+//!   Tensors that pass only between convolutions, max pools and elementwise layers stay NHWC
+//!   as int8 codes of their scale; the rest are fp32 NCHW;
+//! - `best`: fp16 storage, convolutions with an int8 form on int8 tensor cores, and for each
+//!   other layer with an int8 form the faster of int8 and fp16, timed on the GPU at build (as
+//!   TensorRT's builder times tactics).
+//!
+//! The tensor-core layout decisions are made by [`graph::Plan::use_tensor_cores`] and stored
+//! with the engine; `tensor_cores.rs` enqueues those layers.
 
 mod gemm;
 pub mod graph;
 mod profile;
+mod tensor_cores;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,7 +40,7 @@ use crate::model::onnx::OnnxModel;
 use crate::model::precision::{self, LayerPrecision};
 use crate::model::tensor::{Tensor, TensorSpec};
 use gemm::{Epilogue, Gemm, GemmKind, GemmShape, Lt};
-use graph::{Layer, Operand, Plan};
+use graph::{Layer, MmaKind, Operand, Plan};
 
 pub use graph::SUPPORTED_OPS;
 pub use profile::{profile_model, GemmProfile, LayerProfile};
@@ -70,6 +79,7 @@ impl Backend for CudaBackend {
             request.cache_path,
             precision,
             request.cell.batch,
+            has_tensor_cores(&ctx),
         )?;
         engine_for(&ctx, precision, plan, diagnostics, true)
     }
@@ -119,6 +129,13 @@ fn context_for(request: &BuildRequest<'_>) -> Result<GpuContext, BackendError> {
     context_for_ordinal(ordinal)
 }
 
+/// Whether the GPU runs the tensor-core convolutions (`mma.sync`: compute capability 8.0+).
+fn has_tensor_cores(ctx: &GpuContext) -> bool {
+    ctx.ctx
+        .compute_capability()
+        .is_ok_and(|(major, _)| major >= 8)
+}
+
 fn context_for_ordinal(ordinal: usize) -> Result<GpuContext, BackendError> {
     GpuContext::new(ordinal).map_err(build_err)
 }
@@ -130,6 +147,7 @@ fn engine_plan(
     cache: Option<&std::path::Path>,
     precision: Precision,
     batch: usize,
+    tensor_cores: bool,
 ) -> Result<(Plan, Vec<super::EngineDiagnostic>), BackendError> {
     let model = OnnxModel::load(model).map_err(|e| build_err(format!("{e:#}")))?;
     let cache = cache
@@ -138,7 +156,14 @@ fn engine_plan(
         .map_err(build_err)?;
     let pplan = precision::plan(&model, precision, cache.as_ref());
     let diagnostics = super::reference::plan_diagnostics(&pplan);
-    let plan = Plan::from_model(&model, batch, &pplan).map_err(build_err)?;
+    let mut plan = Plan::from_model(&model, batch, &pplan).map_err(build_err)?;
+    if tensor_cores {
+        match precision {
+            Precision::Int8 | Precision::Best => plan.use_tensor_cores(MmaKind::Int8),
+            Precision::Fp16 => plan.use_tensor_cores(MmaKind::Fp16),
+            Precision::Fp32 => {}
+        }
+    }
     Ok((plan, diagnostics))
 }
 
@@ -205,6 +230,12 @@ impl Element for half::f16 {
 struct Kernels {
     im2col: CudaFunction,
     im2col_q8: CudaFunction,
+    conv_mma_i8: CudaFunction,
+    conv_mma_f16: CudaFunction,
+    pool_nhwc_i8: CudaFunction,
+    pool_nhwc_f16: CudaFunction,
+    unary_q8: CudaFunction,
+    binary_q8: CudaFunction,
     quantize_rows: CudaFunction,
     from_f32: CudaFunction,
     to_f32: CudaFunction,
@@ -292,8 +323,17 @@ impl<T: Element> CudaEngine<T> {
         diagnostics: Vec<super::EngineDiagnostic>,
     ) -> Result<Self, BackendError> {
         let stream = &ctx.stream;
+        let (major, minor) = ctx.ctx.compute_capability().map_err(build_err)?;
+        if plan.mma.is_some() && major < 8 {
+            return Err(build_err(format!(
+                "this plan runs convolutions on tensor cores (mma.sync), which need compute capability 8.0 or newer; this GPU has {major}.{minor}\nfix: delete the stored engine so it is rebuilt for this GPU"
+            )));
+        }
         let mut options = cudarc::nvrtc::CompileOptions::default();
         options.include_paths.extend(cuda_include_dirs());
+        options
+            .options
+            .push(format!("--gpu-architecture=compute_{major}{minor}"));
         let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNELS, options).map_err(|e| {
             build_err(format!(
                 "compiling the cuda backend's kernels with nvrtc: {e}"
@@ -308,6 +348,12 @@ impl<T: Element> CudaEngine<T> {
         let kernels = Kernels {
             im2col: load("im2col")?,
             im2col_q8: load("im2col_q8")?,
+            conv_mma_i8: load("conv_mma_i8")?,
+            conv_mma_f16: load("conv_mma_f16")?,
+            pool_nhwc_i8: load("pool_nhwc_i8")?,
+            pool_nhwc_f16: load("pool_nhwc_f16")?,
+            unary_q8: module.load_function("unary_q8").map_err(build_err)?,
+            binary_q8: module.load_function("binary_q8").map_err(build_err)?,
             quantize_rows: load("quantize_rows")?,
             from_f32: load("from_f32")?,
             to_f32: load("to_f32")?,
@@ -414,28 +460,8 @@ impl<T: Element> CudaEngine<T> {
         let layer = &self.plan.layers[i];
         let act = |b: usize| ptr(&self.activations[b], s);
         let wt = |b: usize| ptr(&self.weights[b], s);
-        let launch =
-            |f: &CudaFunction, cfg: LaunchConfig, args: &[Arg]| -> Result<(), BackendError> {
-                let mut builder = stream.launch_builder(f);
-                for a in args {
-                    match a {
-                        Arg::P(v) => builder.arg(v),
-                        Arg::I(v) => builder.arg(v),
-                        Arg::F(v) => builder.arg(v),
-                    };
-                }
-                // SAFETY: every kernel's arguments are its buffers' addresses and the sizes the
-                // planner computed for them; each buffer holds what the kernel indexes.
-                unsafe { builder.launch(cfg) }.map_err(infer_err)?;
-                Ok(())
-            };
+        let launch = |f: &CudaFunction, cfg: LaunchConfig, args: &[Arg]| launch(s, f, cfg, args);
         use Arg::{F, I, P};
-        let window = |g: &graph::Window, c: usize| {
-            [
-                g.n, c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow,
-            ]
-            .map(|v| I(v as i32))
-        };
         match &layer {
             Layer::Conv {
                 x,
@@ -447,10 +473,14 @@ impl<T: Element> CudaEngine<T> {
                 q_pre,
                 q,
                 int8: form,
+                mma,
                 ..
             } => {
                 let (n, p, bias) = (g.n as i32, (g.oh * g.ow) as i32, b.map_or(0, wt));
                 let tail = [I(*relu as i32), F(*q_pre), F(*q)];
+                if mma.is_some() {
+                    return self.enqueue_tensor_core_conv(i);
+                }
                 match form.filter(|_| int8) {
                     Some(f) => {
                         let mut args = vec![P(act(*x)), P(ptr(&self.cols_i8, s))];
@@ -553,6 +583,12 @@ impl<T: Element> CudaEngine<T> {
                     }
                 }
             }
+            Layer::Unary { x, .. } if self.plan.holds_codes(*x) => {
+                return self.enqueue_q8_elementwise(i);
+            }
+            Layer::Binary { y, .. } if self.plan.holds_codes(*y) => {
+                return self.enqueue_q8_elementwise(i);
+            }
             Layer::Unary { x, y, len, op, q } => {
                 let (code, lo, hi) = op.code();
                 let args = [
@@ -595,6 +631,9 @@ impl<T: Element> CudaEngine<T> {
                 count_include_pad,
                 q,
             } => {
+                if self.plan.is_nhwc(*x) {
+                    return self.enqueue_nhwc_pool(i);
+                }
                 let mut args = vec![P(act(*x)), P(act(*y)), I(g.c as i32)];
                 args.extend(window(g, 0)[2..].iter().cloned());
                 args.extend([I(*avg as i32), I(*count_include_pad as i32), F(*q)]);
@@ -763,7 +802,10 @@ impl<T: Element> CudaEngine<T> {
     fn keep_fastest(&mut self) -> Result<(), BackendError> {
         let timer = self.ctx.timer().map_err(build_err)?;
         for i in 0..self.plan.layers.len() {
-            if self.plan.layers[i].int8().is_none() {
+            // A tensor-core convolution's layouts are fixed by the plan: it stays int8 (the
+            // faster form there; see `calibench profile`).
+            let layer = &self.plan.layers[i];
+            if layer.int8().is_none() || matches!(layer, Layer::Conv { mma: Some(_), .. }) {
                 continue;
             }
             let mut time = |int8: bool| -> Result<f64, BackendError> {
@@ -812,6 +854,35 @@ impl<T: Element> CudaEngine<T> {
             })
             .collect()
     }
+}
+
+/// The convolution window's arguments of a kernel (`WINDOW` in `kernels.cu`), `c` channels.
+fn window(g: &graph::Window, c: usize) -> [Arg; 12] {
+    [
+        g.n, c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow,
+    ]
+    .map(|v| Arg::I(v as i32))
+}
+
+/// Launches kernel `f` on `stream` with `args`.
+fn launch(
+    stream: &CudaStream,
+    f: &CudaFunction,
+    cfg: LaunchConfig,
+    args: &[Arg],
+) -> Result<(), BackendError> {
+    let mut builder = stream.launch_builder(f);
+    for a in args {
+        match a {
+            Arg::P(v) => builder.arg(v),
+            Arg::I(v) => builder.arg(v),
+            Arg::F(v) => builder.arg(v),
+        };
+    }
+    // SAFETY: every kernel's arguments are its buffers' addresses and the sizes the planner
+    // computed for them; each buffer holds what the kernel indexes.
+    unsafe { builder.launch(cfg) }.map_err(infer_err)?;
+    Ok(())
 }
 
 /// Kernel arguments of one launch.

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{build_err, context_for_ordinal, engine_plan, CudaEngine, Element};
+use super::{
+    build_err, context_for_ordinal, engine_plan, graph, has_tensor_cores, CudaEngine, Element,
+};
 use crate::backend::BackendError;
 use crate::matrix::Precision;
 
@@ -38,8 +40,11 @@ pub struct LayerProfile {
     pub precision: String,
     /// Median GPU time of the whole layer, ms.
     pub ms: f64,
-    /// Its GEMM alone, for Conv/Gemm/MatMul layers.
+    /// cuBLASLt's GEMM of the same shape alone, for Conv/Gemm/MatMul layers (for a
+    /// convolution on tensor cores, what the im2col + cuBLASLt path would spend on its GEMM).
     pub gemm: Option<GemmProfile>,
+    /// The whole layer's throughput: 2·positions·cout·patch / its time, in TOP/s.
+    pub layer_tops: Option<f64>,
 }
 
 /// Builds the cuda engine of a model and times each layer: `iterations` launches between two
@@ -53,7 +58,7 @@ pub fn profile_model(
     iterations: usize,
 ) -> Result<Vec<LayerProfile>, BackendError> {
     let ctx = context_for_ordinal(ordinal)?;
-    let (plan, diagnostics) = engine_plan(model, cache, precision, batch)?;
+    let (plan, diagnostics) = engine_plan(model, cache, precision, batch, has_tensor_cores(&ctx))?;
     match precision {
         Precision::Fp16 | Precision::Best => {
             let mut engine = CudaEngine::<half::f16>::new(&ctx, plan, diagnostics)?;
@@ -124,12 +129,23 @@ impl<T: Element> CudaEngine<T> {
                 None => None,
             };
             let precision = if int8 { "int8" } else { T::PRECISION };
+            let layer_tops = layer
+                .gemm_window()
+                .map(|g| 2.0 * (g.positions() * g.cout * g.patch()) as f64 / (ms * 1e-3) / 1e12);
+            let kind = match &layer {
+                graph::Layer::Conv { mma: Some(_), .. } => "conv(tc)".to_string(),
+                graph::Layer::Pool { x, .. } if self.plan.is_nhwc(*x) => {
+                    format!("{}(nhwc)", layer.kind())
+                }
+                _ => layer.kind().to_string(),
+            };
             out.push(LayerProfile {
                 name: self.plan.layer_names[i].clone(),
-                kind: layer.kind().to_string(),
+                kind,
                 precision: precision.to_string(),
                 ms,
                 gemm,
+                layer_tops,
             });
         }
         Ok(out)

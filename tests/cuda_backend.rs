@@ -693,3 +693,46 @@ fn tensor_core_convolutions_agree_with_the_reference_backend() {
         "fp32 path unchanged: max {max}"
     );
 }
+
+/// `calibrate --backend cuda` reduces each exposed tensor on the GPU: its largest |x| and its
+/// |x| histogram equal, bit for bit and count for count, what the host computes from the same
+/// engine's values (so the caches are the ones host statistics would give).
+#[test]
+fn calibration_statistics_reduced_on_the_gpu_equal_the_hosts() {
+    use calibench::cache::calibrate::{ActivationSource, EngineActivations, Reduced, Statistic};
+    use calibench::model::data::Dataset;
+    use calibench::model::onnx::OnnxModel;
+    if !gpu_present() {
+        return;
+    }
+    let model = OnnxModel::load(&fixtures().join("digits_cnn.onnx")).unwrap();
+    let tensors = model.quantizable_tensors();
+    let data = Dataset::read(&fixtures().join("calib.npy"), &["input".to_string()]).unwrap();
+    let build = |m: &OnnxModel, b: usize| calibench::backend::cuda::fp32_engine(m, b, 0);
+    // Batches of 37: the last one runs on the engine made for the remainder.
+    let mut source = EngineActivations::new(&model, tensors.clone(), data, 37, &build).unwrap();
+    let mut compared = 0;
+    for b in 0..source.batches() {
+        let values = source.run(b).unwrap();
+        let max = vec![Statistic::MaxAbs; tensors.len()];
+        let gpu = source
+            .run_reduced(b, &max)
+            .expect("the cuda engine reduces on the GPU")
+            .unwrap();
+        let host: Vec<Reduced> = values.iter().map(|v| Statistic::MaxAbs.reduce(v)).collect();
+        assert_eq!(gpu, host, "batch {b}: max |x|");
+        // A range below the max, so the last bin also collects what lies beyond it.
+        let hist: Vec<Statistic> = host
+            .iter()
+            .map(|r| match r {
+                Reduced::MaxAbs(m) => Statistic::AbsHistogram { range: m * 0.7 },
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let gpu = source.run_reduced(b, &hist).unwrap().unwrap();
+        let host: Vec<Reduced> = hist.iter().zip(&values).map(|(s, v)| s.reduce(v)).collect();
+        assert_eq!(gpu, host, "batch {b}: histograms");
+        compared += tensors.len();
+    }
+    eprintln!("{compared} tensor-batches: GPU max |x| and histograms equal the host's");
+}

@@ -188,6 +188,15 @@ pub trait Engine {
     fn serialize(&self) -> Option<Vec<u8>> {
         None
     }
+    /// GPU engines: runs one inference and reduces output i to `stats[i]` on the device, for
+    /// calibration (`None`: this engine returns values only).
+    fn reduce_outputs(
+        &mut self,
+        _inputs: &[Tensor],
+        _stats: &[crate::cache::calibrate::Statistic],
+    ) -> Option<Result<Vec<crate::cache::calibrate::Reduced>, BackendError>> {
+        None
+    }
 }
 
 /// Creates the backend of a kind, or says why it cannot exist here.

@@ -471,6 +471,35 @@ __device__ void pool_nhwc(const unsigned* x, void* y, int N, int C, int H, int W
     }
 }
 
+// Calibration statistics, reduced where the activations are. max_abs: the largest finite |x|,
+// as float bits (which order like the floats for x >= 0), warp-reduced then atomicMax.
+template <typename T>
+__device__ void max_abs(const T* x, int n, unsigned* out) {
+    unsigned m = 0u;
+    LOOP(n) { float v = fabsf(ld(x, i)); if (isfinite(v)) m = max(m, __float_as_uint(v)); }
+    for (int o = 16; o > 0; o /= 2) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if ((threadIdx.x & 31) == 0) atomicMax(out, m);
+}
+// abs_histogram: counts of |x| in 2048 bins, bin min(floor(|x| * scale), 2047) computed in
+// double exactly as the host does; non-finite values dropped. Per-block shared counts, then
+// one global atomic per bin and block.
+template <typename T>
+__device__ void abs_histogram(const T* x, int n, double scale, unsigned* bins) {
+    __shared__ unsigned local[2048];
+    for (int i = threadIdx.x; i < 2048; i += blockDim.x) local[i] = 0u;
+    __syncthreads();
+    LOOP(n) {
+        float v = fabsf(ld(x, i));
+        if (isfinite(v)) {
+            double b = (double)v * scale;
+            atomicAdd(&local[b < 2047.0 ? (int)b : 2047], 1u);
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < 2048; i += blockDim.x)
+        if (local[i]) atomicAdd(&bins[i], local[i]);
+}
+
 #define WINDOW int N, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW
 #define WARGS N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW
 #define WINDOW_MMA int N, int CB, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW, int Cout, int o, int r, float qp, float q, int ga, int C, int K, float xs
@@ -489,6 +518,8 @@ extern "C" __global__ void binary_##NAME(const T* a, const T* b, T* y, int mul, 
 extern "C" __global__ void pool_##NAME(const T* x, T* y, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW, int avg, int ip, float q) { pool<T>(x, y, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, avg, ip, q); } \
 extern "C" __global__ void affine_##NAME(const T* x, T* y, const T* s, const T* b, int C, int inner, int n, float q) { affine<T>(x, y, s, b, C, inner, n, q); } \
 extern "C" __global__ void concat_##NAME(const T* x, T* y, int outer, int chunk, int total, int offset, float q) { concat<T>(x, y, outer, chunk, total, offset, q); } \
+extern "C" __global__ void max_abs_##NAME(const T* x, int n, unsigned* out) { max_abs<T>(x, n, out); } \
+extern "C" __global__ void abs_histogram_##NAME(const T* x, int n, double scale, unsigned* bins) { abs_histogram<T>(x, n, scale, bins); } \
 extern "C" __global__ void softmax_##NAME(const T* x, T* y, int outer, int len, int inner, float q) { softmax<T>(x, y, outer, len, inner, q); } \
 extern "C" __global__ void conv_mma_i8_##NAME(const unsigned char* x, const unsigned char* w, const float* dq, const T* b, void* y, WINDOW_MMA) { conv_mma<int, T>(x, w, dq, b, y, MMA_ARGS); } \
 extern "C" __global__ void conv_mma_f16_##NAME(const unsigned char* x, const unsigned char* w, const float* dq, const T* b, void* y, WINDOW_MMA) { conv_mma<float, T>(x, w, dq, b, y, MMA_ARGS); } \

@@ -21,6 +21,7 @@
 mod gemm;
 pub mod graph;
 mod profile;
+mod statistics;
 mod tensor_cores;
 
 use std::collections::BTreeMap;
@@ -236,6 +237,8 @@ struct Kernels {
     pool_nhwc_f16: CudaFunction,
     unary_q8: CudaFunction,
     binary_q8: CudaFunction,
+    max_abs: CudaFunction,
+    abs_histogram: CudaFunction,
     quantize_rows: CudaFunction,
     from_f32: CudaFunction,
     to_f32: CudaFunction,
@@ -354,6 +357,8 @@ impl<T: Element> CudaEngine<T> {
             pool_nhwc_f16: load("pool_nhwc_f16")?,
             unary_q8: module.load_function("unary_q8").map_err(build_err)?,
             binary_q8: module.load_function("binary_q8").map_err(build_err)?,
+            max_abs: load("max_abs")?,
+            abs_histogram: load("abs_histogram")?,
             quantize_rows: load("quantize_rows")?,
             from_f32: load("from_f32")?,
             to_f32: load("to_f32")?,
@@ -877,6 +882,7 @@ fn launch(
             Arg::P(v) => builder.arg(v),
             Arg::I(v) => builder.arg(v),
             Arg::F(v) => builder.arg(v),
+            Arg::D(v) => builder.arg(v),
         };
     }
     // SAFETY: every kernel's arguments are its buffers' addresses and the sizes the planner
@@ -890,8 +896,8 @@ fn launch(
 enum Arg {
     P(u64),
     I(i32),
-
     F(f32),
+    D(f64),
 }
 
 /// The GEMM descriptors of a Conv/Gemm layer (none for other layers).
@@ -983,17 +989,9 @@ impl<T: Element> Engine for CudaEngine<T> {
     }
 
     fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
-        check_inputs(&self.input_specs, inputs)?;
+        self.upload_inputs(inputs)?;
         let stream = self.stream().clone();
         let s = stream.as_ref();
-        for (io, tensor) in self.plan.inputs.iter().zip(inputs) {
-            let n = tensor.data.len();
-            stream
-                .memcpy_htod(&tensor.data, &mut self.staging.slice_mut(..n))
-                .map_err(infer_err)?;
-            let (x, y) = (ptr(&self.staging, s), ptr(&self.activations[io.buffer], s));
-            self.convert(&self.kernels.from_f32, x, y, n)?;
-        }
         self.enqueue_layers()?;
         let mut outputs = Vec::with_capacity(self.plan.outputs.len());
         for io in &self.plan.outputs {
@@ -1047,6 +1045,33 @@ impl<T: Element> Engine for CudaEngine<T> {
 
     fn enqueue(&mut self) -> Result<(), BackendError> {
         self.enqueue_layers()
+    }
+
+    fn reduce_outputs(
+        &mut self,
+        inputs: &[Tensor],
+        stats: &[crate::cache::calibrate::Statistic],
+    ) -> Option<Result<Vec<crate::cache::calibrate::Reduced>, BackendError>> {
+        Some(self.reduce_on_device(inputs, stats))
+    }
+}
+
+impl<T: Element> CudaEngine<T> {
+    /// Checks the inputs and copies them into the engine's input buffers (via the fp32
+    /// staging buffer, converted on the GPU).
+    fn upload_inputs(&mut self, inputs: &[Tensor]) -> Result<(), BackendError> {
+        check_inputs(&self.input_specs, inputs)?;
+        let stream = self.stream().clone();
+        let s = stream.as_ref();
+        for (io, tensor) in self.plan.inputs.iter().zip(inputs) {
+            let n = tensor.data.len();
+            stream
+                .memcpy_htod(&tensor.data, &mut self.staging.slice_mut(..n))
+                .map_err(infer_err)?;
+            let (x, y) = (ptr(&self.staging, s), ptr(&self.activations[io.buffer], s));
+            self.convert(&self.kernels.from_f32, x, y, n)?;
+        }
+        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! Activations for calibration from any backend's fp32 engine: the model with every tensor to
 //! calibrate exposed as an output, run batch by batch over the calibration data.
 
-use super::ActivationSource;
+use super::{ActivationSource, Reduced, Statistic};
 use crate::backend::{BackendError, Engine};
 use crate::model::data::Dataset;
 use crate::model::onnx::{pb, OnnxModel};
@@ -69,16 +69,34 @@ impl ActivationSource for EngineActivations {
     }
 
     fn run(&mut self, index: usize) -> Result<Vec<Vec<f32>>, String> {
+        let (engine, inputs) = self.batch_of(index);
+        let outs = engine.infer(&inputs).map_err(|e| e.to_string())?;
+        Ok(outs.into_iter().map(|t| t.data).collect())
+    }
+
+    fn run_reduced(
+        &mut self,
+        index: usize,
+        stats: &[Statistic],
+    ) -> Option<Result<Vec<Reduced>, String>> {
+        let (engine, inputs) = self.batch_of(index);
+        engine
+            .reduce_outputs(&inputs, stats)
+            .map(|r| r.map_err(|e| e.to_string()))
+    }
+}
+
+impl EngineActivations {
+    /// The engine for batch `index` and that batch's inputs.
+    fn batch_of(&mut self, index: usize) -> (&mut Box<dyn Engine>, Vec<crate::model::Tensor>) {
         let start = index * self.batch;
         let count = self.batch.min(self.data.samples() - start);
+        let inputs = self.data.batch(start, count, count);
         let engine = if count == self.batch {
             &mut self.full
         } else {
             self.remainder.as_mut().expect("made for the last batch")
         };
-        let outs = engine
-            .infer(&self.data.batch(start, count, count))
-            .map_err(|e| e.to_string())?;
-        Ok(outs.into_iter().map(|t| t.data).collect())
+        (engine, inputs)
     }
 }

@@ -10,7 +10,7 @@
 //! it, any threshold below an isolated outlier would have an infinite divergence and rare
 //! outliers could never be clipped.
 
-use super::{RangeMethod, TwoPass, HISTOGRAM_BINS};
+use super::{RangeMethod, Reduced, Statistic, TwoPass, HISTOGRAM_BINS};
 
 /// Quantized levels of int8's positive half.
 pub const LEVELS: usize = 128;
@@ -28,6 +28,14 @@ impl RangeMethod for Entropy {
 
     fn observe(&mut self, pass: usize, values: &[f32]) {
         self.data.observe(pass, values);
+    }
+
+    fn statistic(&self, pass: usize) -> Option<Statistic> {
+        self.data.statistic(pass)
+    }
+
+    fn observe_reduced(&mut self, pass: usize, reduced: &Reduced) {
+        self.data.observe_reduced(pass, reduced);
     }
 
     fn amax(&self) -> f32 {

@@ -30,6 +30,50 @@ pub trait RangeMethod: Send {
     fn observe(&mut self, pass: usize, values: &[f32]);
     /// The dynamic range: the cache stores amax / 127.
     fn amax(&self) -> f32;
+    /// The one statistic `pass` needs of each batch, when that is all it needs, so a source
+    /// can reduce the tensor where its values are (on the GPU); `None`: the values themselves.
+    fn statistic(&self, _pass: usize) -> Option<Statistic> {
+        None
+    }
+    /// Observes a batch's statistic, as [`RangeMethod::statistic`] asked for it.
+    fn observe_reduced(&mut self, _pass: usize, _reduced: &Reduced) {}
+}
+
+/// A statistic of one tensor over one batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Statistic {
+    /// The largest |x| of the finite values.
+    MaxAbs,
+    /// Counts of |x| in [`HISTOGRAM_BINS`] bins over [0, range]: bin ⌊|x| · bins / range⌋ in
+    /// f64, values at or beyond the range in the last bin, non-finite values dropped (all
+    /// values in bin 0 when range is 0).
+    AbsHistogram {
+        /// Upper end of the histogram.
+        range: f32,
+    },
+}
+
+/// A statistic's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reduced {
+    /// [`Statistic::MaxAbs`].
+    MaxAbs(f32),
+    /// [`Statistic::AbsHistogram`]: the bin counts.
+    AbsHistogram(Vec<u64>),
+}
+
+impl Statistic {
+    /// The statistic of `values`, on the host.
+    pub fn reduce(self, values: &[f32]) -> Reduced {
+        match self {
+            Statistic::MaxAbs => Reduced::MaxAbs(max_abs(values)),
+            Statistic::AbsHistogram { range } => {
+                let mut h = AbsHistogram::new(range);
+                h.add(values);
+                Reduced::AbsHistogram(h.bins)
+            }
+        }
+    }
 }
 
 /// A calibration method as named on the command line.
@@ -106,6 +150,15 @@ pub trait ActivationSource {
     fn batches(&self) -> usize;
     /// The tensors' values for batch `index`.
     fn run(&mut self, index: usize) -> Result<Vec<Vec<f32>>, String>;
+    /// The statistic `stats[i]` of tensor i for batch `index`, computed where the values are
+    /// (`None`: this source only returns values).
+    fn run_reduced(
+        &mut self,
+        _index: usize,
+        _stats: &[Statistic],
+    ) -> Option<Result<Vec<Reduced>, String>> {
+        None
+    }
 }
 
 /// Runs the passes a method needs over every batch and returns amax per tensor.
@@ -118,7 +171,16 @@ pub fn collect_ranges(
         names.iter().map(|_| method.collector()).collect();
     let passes = collectors.first().map_or(1, |c| c.passes());
     for pass in 0..passes {
+        // Statistics instead of values where every collector can take them and the source
+        // can reduce them (the GPU's activations then never leave the GPU).
+        let stats: Option<Vec<Statistic>> = collectors.iter().map(|c| c.statistic(pass)).collect();
         for b in 0..source.batches() {
+            if let Some(reduced) = stats.as_ref().and_then(|s| source.run_reduced(b, s)) {
+                for (c, r) in collectors.iter_mut().zip(&reduced?) {
+                    c.observe_reduced(pass, r);
+                }
+                continue;
+            }
             let values = source.run(b)?;
             for (c, v) in collectors.iter_mut().zip(&values) {
                 c.observe(pass, v);
@@ -173,13 +235,31 @@ pub(crate) struct TwoPass {
 
 impl TwoPass {
     pub fn observe(&mut self, pass: usize, values: &[f32]) {
-        if pass == 0 {
-            self.amax = self.amax.max(max_abs(values));
-        } else {
-            let amax = self.amax;
-            self.histogram
-                .get_or_insert_with(|| AbsHistogram::new(amax))
-                .add(values);
+        if let Some(stat) = self.statistic(pass) {
+            self.observe_reduced(pass, &stat.reduce(values));
+        }
+    }
+
+    /// The largest |x| first, then the histogram over [0, that max].
+    pub fn statistic(&self, pass: usize) -> Option<Statistic> {
+        Some(match pass {
+            0 => Statistic::MaxAbs,
+            _ => Statistic::AbsHistogram { range: self.amax },
+        })
+    }
+
+    pub fn observe_reduced(&mut self, _pass: usize, reduced: &Reduced) {
+        match reduced {
+            Reduced::MaxAbs(m) => self.amax = self.amax.max(*m),
+            Reduced::AbsHistogram(bins) => {
+                let amax = self.amax;
+                let h = self
+                    .histogram
+                    .get_or_insert_with(|| AbsHistogram::new(amax));
+                for (total, n) in h.bins.iter_mut().zip(bins) {
+                    *total += n;
+                }
+            }
         }
     }
 }
@@ -275,6 +355,67 @@ mod tests {
                 (0.5f32 / 127.0).to_bits()
             )
         );
+    }
+
+    /// A source that reduces its tensors itself (as the GPU does) from the same values.
+    struct Reducing(Fixed, usize);
+    impl ActivationSource for Reducing {
+        fn tensors(&self) -> &[String] {
+            self.0.tensors()
+        }
+        fn batches(&self) -> usize {
+            self.0.batches()
+        }
+        fn run(&mut self, i: usize) -> Result<Vec<Vec<f32>>, String> {
+            self.0.run(i)
+        }
+        fn run_reduced(
+            &mut self,
+            i: usize,
+            stats: &[Statistic],
+        ) -> Option<Result<Vec<Reduced>, String>> {
+            self.1 += 1;
+            let values = self.0.run(i).ok()?;
+            Some(Ok(stats
+                .iter()
+                .zip(&values)
+                .map(|(s, v)| s.reduce(v))
+                .collect()))
+        }
+    }
+
+    #[test]
+    fn reduced_statistics_give_the_same_ranges_as_values() {
+        let batches: Vec<Vec<Vec<f32>>> = (0..3)
+            .map(|b| {
+                let a = (0..500).map(|i| ((i * 37 + b * 11) % 101) as f32 / 7.0 - 6.0);
+                let c = (0..300).map(|i| (i as f32 * 0.013 + b as f32).sin() * 3.0);
+                vec![a.collect(), c.collect()]
+            })
+            .collect();
+        let names = vec!["a".to_string(), "c".to_string()];
+        for method in [
+            Method::MinMax,
+            Method::Entropy,
+            Method::Percentile(99.0),
+            Method::EntropyOnnxruntime,
+        ] {
+            let by_values =
+                collect_ranges(&mut Fixed(names.clone(), batches.clone()), method).unwrap();
+            let mut reducing = Reducing(Fixed(names.clone(), batches.clone()), 0);
+            let by_stats = collect_ranges(&mut reducing, method).unwrap();
+            assert_eq!(by_values, by_stats, "{method}");
+            let passes = method.collector().passes();
+            let expected = if method == Method::EntropyOnnxruntime {
+                0 // needs the values themselves
+            } else {
+                3 * passes
+            };
+            assert_eq!(
+                reducing.1, expected,
+                "{method}: batches reduced by the source"
+            );
+        }
     }
 
     #[test]

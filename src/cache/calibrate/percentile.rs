@@ -1,7 +1,7 @@
 //! Percentile calibration: the P-th percentile of |x|, read off a 2048-bin histogram (what
 //! TensorRT's legacy calibrator starts from). Clips the rarest outliers.
 
-use super::{RangeMethod, TwoPass};
+use super::{RangeMethod, Reduced, Statistic, TwoPass};
 
 /// Percentile of |x| from a histogram built in a second pass.
 #[derive(Debug)]
@@ -27,6 +27,14 @@ impl RangeMethod for Percentile {
 
     fn observe(&mut self, pass: usize, values: &[f32]) {
         self.data.observe(pass, values);
+    }
+
+    fn statistic(&self, pass: usize) -> Option<Statistic> {
+        self.data.statistic(pass)
+    }
+
+    fn observe_reduced(&mut self, pass: usize, reduced: &Reduced) {
+        self.data.observe_reduced(pass, reduced);
     }
 
     fn amax(&self) -> f32 {

@@ -14,13 +14,17 @@ template <> __device__ __forceinline__ void st<__half>(__half* p, int i, float v
 __device__ __forceinline__ float fq(float v, float q) {
     return q > 0.0f ? fminf(fmaxf(rintf(v / q), -128.0f), 127.0f) * q : v;
 }
-// Fake quantization with 1/q precomputed, for the tensor-core convolutions' epilogues and
-// patch gathering: v * (1/q) rounds like the reference's v / q except within about one float
-// ulp of a rounding tie, which continuous values (accumulated products, graph inputs) hit only
-// by chance. Requantizing codes (pools, elementwise layers) can land on exact ties when scales
-// are in simple ratios, so those kernels divide, as the reference does.
+// v / q from inv_q = 1/q (correctly rounded): the product, corrected by its residual with two
+// FMAs — the compiled division's fast path, without its slow path for operands near float's
+// limits, which scales and activations never are. Rounds like the reference's v / q, exact
+// ties included (requantized codes land on them when scales are in simple ratios).
+__device__ __forceinline__ float div_rn(float v, float q, float inv_q) {
+    float r = v * inv_q;
+    return fmaf(fmaf(-r, q, v), inv_q, r);
+}
+// Fake quantization with 1/q precomputed: fq without a division per value.
 __device__ __forceinline__ float fqi(float v, float q, float inv_q) {
-    return q > 0.0f ? fminf(fmaxf(rintf(v * inv_q), -128.0f), 127.0f) * q : v;
+    return q > 0.0f ? fminf(fmaxf(rintf(div_rn(v, q, inv_q)), -128.0f), 127.0f) * q : v;
 }
 __device__ __forceinline__ float inverse(float q) { return q > 0.0f ? 1.0f / q : 0.0f; }
 
@@ -241,11 +245,10 @@ __device__ __forceinline__ void ldsm4(unsigned* r, const void* smem) {
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
 #endif
 }
-__device__ __forceinline__ int code8_div(float v, float q) { return (int)fminf(fmaxf(rintf(v / q), -128.0f), 127.0f); }
-__device__ __forceinline__ int code8(float v, float inv_q) { return (int)fminf(fmaxf(rintf(v * inv_q), -128.0f), 127.0f); }
+__device__ __forceinline__ int code8(float v, float q, float inv_q) { return (int)fminf(fmaxf(rintf(div_rn(v, q, inv_q)), -128.0f), 127.0f); }
 // Two adjacent channels of an NHWC output into the shared output tile.
 __device__ __forceinline__ void put_pair(int, unsigned char* row, int col, float v0, float v1, float q, float inv_q) {
-    *reinterpret_cast<char2*>(row + col) = make_char2((char)code8(v0, inv_q), (char)code8(v1, inv_q));
+    *reinterpret_cast<char2*>(row + col) = make_char2((char)code8(v0, q, inv_q), (char)code8(v1, q, inv_q));
 }
 __device__ __forceinline__ void put_pair(float, unsigned char* row, int col, float v0, float v1, float, float) {
     *reinterpret_cast<__half2*>(row + 2 * col) = __floats2half2_rn(v0, v1);
@@ -256,16 +259,16 @@ __device__ __forceinline__ int out_bytes(float) { return 2; }
 
 // Gathers 16 bytes of k — patch entries k0, k0+1, … in im2col's (c, kh, kw) order, zero past K
 // or in the padding — of one output position (image n, window origin ih0, iw0) from an NCHW
-// input of the engine's type: int8 codes of scale 1/inv_xs, or fp16.
-__device__ __forceinline__ void pack_elem(int, unsigned* packed, int j, float v, float inv_xs) {
-    packed[j / 4] |= (unsigned)(code8(v, inv_xs) & 0xff) << (8 * (j % 4));
+// input of the engine's type: int8 codes of scale xs, or fp16.
+__device__ __forceinline__ void pack_elem(int, unsigned* packed, int j, float v, float xs, float inv_xs) {
+    packed[j / 4] |= (unsigned)(code8(v, xs, inv_xs) & 0xff) << (8 * (j % 4));
 }
-__device__ __forceinline__ void pack_elem(float, unsigned* packed, int j, float v, float) {
+__device__ __forceinline__ void pack_elem(float, unsigned* packed, int j, float v, float, float) {
     packed[j / 2] |= (unsigned)__half_as_ushort(__float2half(v)) << (16 * (j % 2));
 }
 template <typename Acc, typename T>
 __device__ __forceinline__ int4 gather16(Acc, const T* x, int k0, int K, int C, int H, int W, int KH, int KW,
-                                         int n, int ih0, int iw0, bool row_ok, float inv_xs) {
+                                         int n, int ih0, int iw0, bool row_ok, float xs, float inv_xs) {
     const int E = 16 / out_bytes(Acc(0)), taps = KH * KW;
     int c = k0 / taps, tap = k0 % taps, kh = tap / KW, kw = tap % KW;
     unsigned packed[4] = {0u, 0u, 0u, 0u};
@@ -274,7 +277,7 @@ __device__ __forceinline__ int4 gather16(Acc, const T* x, int k0, int K, int C, 
         float v = 0.0f;
         int h = ih0 + kh, w = iw0 + kw;
         if (row_ok && k0 + j < K && h >= 0 && h < H && w >= 0 && w < W) v = ld(x, ((n * C + c) * H + h) * W + w);
-        pack_elem(Acc(0), packed, j, v, inv_xs);
+        pack_elem(Acc(0), packed, j, v, xs, inv_xs);
         if (++kw == KW) { kw = 0; if (++kh == KH) { kh = 0; ++c; } }
     }
     return make_int4(packed[0], packed[1], packed[2], packed[3]);
@@ -309,7 +312,7 @@ __device__ void conv_mma(const unsigned char* x, const unsigned char* w, const f
             for (int k_ = 0; k_ < a_per; ++k_) { \
                 int off_ = ahalf0 + 16 * k_; \
                 *reinterpret_cast<int4*>(sa_ + arow * MMA_ROW + off_) = gather16(Acc(0), (const T*)x, \
-                    (lchunk * 32 + off_) / out_bytes(Acc(0)), K, C, H, W, KH, KW, an, aih, aiw, abase >= 0, inv_xs); \
+                    (lchunk * 32 + off_) / out_bytes(Acc(0)), K, C, H, W, KH, KW, an, aih, aiw, abase >= 0, xs, inv_xs); \
             } \
         } else { \
             int h_ = aih + lkh, w_ = aiw + lkw; \
@@ -428,9 +431,9 @@ __device__ __forceinline__ float word_elem(int, unsigned w, int e, float s) { re
 __device__ __forceinline__ float word_elem(float, unsigned w, int e, float) {
     return __half2float(__ushort_as_half((unsigned short)(w >> (16 * e))));
 }
-__device__ __forceinline__ unsigned elem_bits(int, float v, int e, float q) { return (unsigned)(code8_div(v, q) & 0xff) << (8 * e); }
-__device__ __forceinline__ unsigned elem_bits(float, float v, int e, float q) {
-    return (unsigned)__half_as_ushort(__float2half(fq(v, q))) << (16 * e);
+__device__ __forceinline__ unsigned elem_bits(int, float v, int e, float q, float inv_q) { return (unsigned)(code8(v, q, inv_q) & 0xff) << (8 * e); }
+__device__ __forceinline__ unsigned elem_bits(float, float v, int e, float q, float inv_q) {
+    return (unsigned)__half_as_ushort(__float2half(fqi(v, q, inv_q))) << (16 * e);
 }
 
 __device__ __forceinline__ int elems_per_word(int) { return 4; }
@@ -442,6 +445,7 @@ __device__ void pool_nhwc(const unsigned* x, void* y, int N, int C, int H, int W
     const int E = elems_per_word(Acc(0));
     const unsigned lowest = E == 4 ? 0x80808080u : 0xFC00FC00u;  // -128 x4, -inf x2
     int CW = C / E;
+    float inv_q = inverse(q);
     LOOP(N * OH * OW * CW) {
         int word = i % CW, pix = i / CW, ow = pix % OW, oh = (pix / OW) % OH, n = pix / (OW * OH);
         unsigned m = lowest;
@@ -462,11 +466,11 @@ __device__ void pool_nhwc(const unsigned* x, void* y, int N, int C, int H, int W
         if (nhwc_out) {
             unsigned out = 0u;
             if (!avg && E == 4 && q == s) out = m;
-            else for (int e = 0; e < E; ++e) out |= elem_bits(Acc(0), v[e], e, q);
+            else for (int e = 0; e < E; ++e) out |= elem_bits(Acc(0), v[e], e, q, inv_q);
             reinterpret_cast<unsigned*>(y)[i] = out;
         } else {
             for (int e = 0; e < E; ++e)
-                st((T*)y, ((n * C + word * E + e) * OH + oh) * OW + ow, fq(v[e], q));
+                st((T*)y, ((n * C + word * E + e) * OH + oh) * OW + ow, fqi(v[e], q, inv_q));
         }
     }
 }
@@ -533,18 +537,20 @@ INSTANTIATE(f16, __half)
 // sx, sa, sb), four codes per thread: the unary op, or a + b / a * b, requantized to scale q.
 __device__ __forceinline__ float code_at(unsigned w, int e, float s) { return (float)(signed char)(w >> (8 * e)) * s; }
 extern "C" __global__ void unary_q8(const unsigned* x, unsigned* y, int words, int op, float lo, float hi, float sx, float q) {
+    float inv_q = inverse(q);
     LOOP(words) {
         unsigned w = x[i], out = 0u;
-        for (int e = 0; e < 4; ++e) out |= (unsigned)(code8_div(unary_op(code_at(w, e, sx), op, lo, hi), q) & 0xff) << (8 * e);
+        for (int e = 0; e < 4; ++e) out |= (unsigned)(code8(unary_op(code_at(w, e, sx), op, lo, hi), q, inv_q) & 0xff) << (8 * e);
         y[i] = out;
     }
 }
 extern "C" __global__ void binary_q8(const unsigned* a, const unsigned* b, unsigned* y, int words, int mul, float sa, float sb, float q) {
+    float inv_q = inverse(q);
     LOOP(words) {
         unsigned wa = a[i], wb = b[i], out = 0u;
         for (int e = 0; e < 4; ++e) {
             float u = code_at(wa, e, sa), v = code_at(wb, e, sb);
-            out |= (unsigned)(code8_div(mul ? u * v : u + v, q) & 0xff) << (8 * e);
+            out |= (unsigned)(code8(mul ? u * v : u + v, q, inv_q) & 0xff) << (8 * e);
         }
         y[i] = out;
     }

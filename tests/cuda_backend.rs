@@ -496,9 +496,19 @@ fn profile_prints_every_layer_or_says_why_not() {
 /// The cnn32 model written to `dir`, random inputs for it, and a minmax cache calibrated by
 /// the reference backend on 64 of them.
 fn cnn32_fixture(dir: &Path, batch: usize) -> (std::path::PathBuf, std::path::PathBuf, Tensor) {
+    model_fixture(&common::cnn32(), dir, batch)
+}
+
+/// `model` (input `[N, 3, 16, 16]`) written to `dir`, with random inputs and a minmax cache.
+fn model_fixture(
+    model: &calibench::model::onnx::OnnxModel,
+    dir: &Path,
+    batch: usize,
+) -> (std::path::PathBuf, std::path::PathBuf, Tensor) {
     use prost::Message;
-    let model = dir.join("cnn32.onnx");
-    std::fs::write(&model, common::cnn32().proto.encode_to_vec()).unwrap();
+    let path = dir.join("cnn32.onnx");
+    std::fs::write(&path, model.proto.encode_to_vec()).unwrap();
+    let model = path;
     let calib = Tensor::new(vec![64, 3, 16, 16], common::uniform(7, 64 * 3 * 256)).unwrap();
     let data = dir.join("calib.npz");
     calibench::model::data::write_npz(&data, &[("input".into(), calib)]).unwrap();
@@ -633,6 +643,92 @@ fn tensor_core_plans_keep_nhwc_only_between_convolutions_and_max_pools() {
             stored, plan,
             "{p}: the layout decisions are stored with the engine"
         );
+    }
+}
+
+/// The tensor-core plan of a model at a precision, from its fixture's cache.
+fn tensor_core_plan(
+    model: &calibench::model::onnx::OnnxModel,
+    precision: Precision,
+) -> calibench::backend::cuda::graph::Plan {
+    use calibench::backend::cuda::graph::{MmaKind, Plan};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cache, _) = model_fixture(model, dir.path(), 4);
+    let cache = calibench::cache::CalibrationCache::read(&cache).unwrap();
+    let pplan = calibench::model::precision::plan(model, precision, Some(&cache));
+    let mut plan = Plan::from_model(model, 4, &pplan).unwrap();
+    plan.use_tensor_cores(match precision {
+        Precision::Fp16 => MmaKind::Fp16,
+        _ => MmaKind::Int8,
+    });
+    plan
+}
+
+/// Where one reader cannot read NHWC — here a per-channel Mul by a constant (broadcast) after
+/// the residual block — the layout falls back to NCHW through everything that must share it:
+/// the Relu and the Add before it and both of the Add's inputs, so elementwise layers never
+/// change layout; the convolutions around adapt (gathering from NCHW, writing NCHW).
+#[test]
+fn tensor_core_layouts_fall_back_to_nchw_around_a_reader_that_needs_it() {
+    use calibench::backend::cuda::graph::Layer;
+    use calibench::model::onnx::float_tensor;
+    let mut model = common::cnn32();
+    let g = model.graph_mut();
+    let conv1 = g.node.iter().position(|n| n.name == "conv1").unwrap();
+    g.node[conv1].input[0] = "scaled".into();
+    g.initializer.push(float_tensor(
+        "chan",
+        &[1, 32, 1, 1],
+        &common::uniform(41, 32),
+    ));
+    g.node.insert(
+        conv1,
+        tract_onnx::pb::NodeProto {
+            op_type: "Mul".into(),
+            name: "scaled".into(),
+            input: vec!["block".into(), "chan".into()],
+            output: vec!["scaled".into()],
+            ..Default::default()
+        },
+    );
+    for precision in [Precision::Int8, Precision::Fp16] {
+        let plan = tensor_core_plan(&model, precision);
+        let layout: Vec<(&str, bool, bool)> = plan
+            .layers
+            .iter()
+            .map(|l| {
+                let y = match l {
+                    Layer::Conv { y, .. }
+                    | Layer::Pool { y, .. }
+                    | Layer::Unary { y, .. }
+                    | Layer::Binary { y, .. }
+                    | Layer::Gemm { y, .. } => *y,
+                    other => panic!("{other:?}"),
+                };
+                (l.kind(), plan.is_nhwc(l.reads()[0]), plan.is_nhwc(y))
+            })
+            .collect();
+        assert_eq!(
+            layout,
+            [
+                ("conv", false, true),
+                ("maxpool", true, false),
+                ("conv", false, false),
+                ("binary", false, false),
+                ("elementwise", false, false),
+                ("binary", false, false),
+                ("conv", false, true),
+                ("maxpool", true, false),
+                ("gemm", false, false),
+            ],
+            "{precision}"
+        );
+        for io in plan.inputs.iter().chain(&plan.outputs) {
+            assert!(
+                !plan.is_nhwc(io.buffer),
+                "{precision}: graph inputs and outputs stay NCHW"
+            );
+        }
     }
 }
 

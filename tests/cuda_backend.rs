@@ -555,28 +555,15 @@ fn tensor_core_plans_keep_nhwc_only_between_convolutions_and_max_pools() {
         let mut plan = Plan::from_model(&model, 4, &pplan).unwrap();
         let before = plan.clone();
         plan.use_tensor_cores(kind);
-        // (kind, reads NHWC, writes NHWC) per layer.
-        let layout: Vec<(&str, bool, bool)> = plan
-            .layers
-            .iter()
-            .map(|l| {
-                if let Layer::Conv { mma, .. } = l {
-                    assert!(mma.is_some(), "{p}: every conv on tensor cores");
-                }
-                let x = l.reads()[0];
-                let y = match l {
-                    Layer::Conv { y, .. }
-                    | Layer::Pool { y, .. }
-                    | Layer::Unary { y, .. }
-                    | Layer::Binary { y, .. }
-                    | Layer::Gemm { y, .. } => *y,
-                    other => panic!("{other:?}"),
-                };
-                (l.kind(), plan.is_nhwc(x), plan.is_nhwc(y))
-            })
-            .collect();
+        assert!(
+            !plan
+                .layers
+                .iter()
+                .any(|l| matches!(l, Layer::Conv { mma: None, .. })),
+            "{p}: every conv on tensor cores"
+        );
         assert_eq!(
-            layout,
+            layouts(&plan),
             [
                 ("conv", false, true),
                 ("maxpool", true, true),
@@ -646,6 +633,25 @@ fn tensor_core_plans_keep_nhwc_only_between_convolutions_and_max_pools() {
     }
 }
 
+/// (kind, reads NHWC, writes NHWC) of each layer of a plan.
+fn layouts(plan: &calibench::backend::cuda::graph::Plan) -> Vec<(&'static str, bool, bool)> {
+    use calibench::backend::cuda::graph::Layer;
+    plan.layers
+        .iter()
+        .map(|l| {
+            let y = match l {
+                Layer::Conv { y, .. }
+                | Layer::Pool { y, .. }
+                | Layer::Unary { y, .. }
+                | Layer::Binary { y, .. }
+                | Layer::Gemm { y, .. } => *y,
+                other => panic!("{other:?}"),
+            };
+            (l.kind(), plan.is_nhwc(l.reads()[0]), plan.is_nhwc(y))
+        })
+        .collect()
+}
+
 /// The tensor-core plan of a model at a precision, from its fixture's cache.
 fn tensor_core_plan(
     model: &calibench::model::onnx::OnnxModel,
@@ -670,7 +676,6 @@ fn tensor_core_plan(
 /// change layout; the convolutions around adapt (gathering from NCHW, writing NCHW).
 #[test]
 fn tensor_core_layouts_fall_back_to_nchw_around_a_reader_that_needs_it() {
-    use calibench::backend::cuda::graph::Layer;
     use calibench::model::onnx::float_tensor;
     let mut model = common::cnn32();
     let g = model.graph_mut();
@@ -693,23 +698,8 @@ fn tensor_core_layouts_fall_back_to_nchw_around_a_reader_that_needs_it() {
     );
     for precision in [Precision::Int8, Precision::Fp16] {
         let plan = tensor_core_plan(&model, precision);
-        let layout: Vec<(&str, bool, bool)> = plan
-            .layers
-            .iter()
-            .map(|l| {
-                let y = match l {
-                    Layer::Conv { y, .. }
-                    | Layer::Pool { y, .. }
-                    | Layer::Unary { y, .. }
-                    | Layer::Binary { y, .. }
-                    | Layer::Gemm { y, .. } => *y,
-                    other => panic!("{other:?}"),
-                };
-                (l.kind(), plan.is_nhwc(l.reads()[0]), plan.is_nhwc(y))
-            })
-            .collect();
         assert_eq!(
-            layout,
+            layouts(&plan),
             [
                 ("conv", false, true),
                 ("maxpool", true, false),

@@ -235,8 +235,13 @@ pub(crate) struct TwoPass {
 
 impl TwoPass {
     pub fn observe(&mut self, pass: usize, values: &[f32]) {
-        if let Some(stat) = self.statistic(pass) {
-            self.observe_reduced(pass, &stat.reduce(values));
+        if pass == 0 {
+            self.amax = self.amax.max(max_abs(values));
+        } else {
+            let amax = self.amax;
+            self.histogram
+                .get_or_insert_with(|| AbsHistogram::new(amax))
+                .add(values);
         }
     }
 

@@ -722,6 +722,153 @@ fn tensor_core_layouts_fall_back_to_nchw_around_a_reader_that_needs_it() {
     }
 }
 
+/// The plan of a model at best with the int8 forms of the layers in `fp16` dropped (as if
+/// best's timing had found fp16 faster there), convolutions on tensor cores.
+fn best_plan_keeping_fp16(
+    model: &Path,
+    cache: &Path,
+    batch: usize,
+    fp16: &[&str],
+) -> calibench::backend::cuda::graph::Plan {
+    use calibench::backend::cuda::graph::Plan;
+    let model = calibench::model::onnx::OnnxModel::load(model).unwrap();
+    let cache = calibench::cache::CalibrationCache::read(cache).unwrap();
+    let pplan = calibench::model::precision::plan(&model, Precision::Best, Some(&cache));
+    let mut plan = Plan::from_model(&model, batch, &pplan).unwrap();
+    for name in fp16 {
+        assert!(plan.layer_names.iter().any(|n| n == name), "{name}");
+        plan.drop_int8_of(name);
+    }
+    plan.use_tensor_cores_at(Precision::Best);
+    plan
+}
+
+/// best's re-plan after timing (planner side, no GPU needed): a convolution that kept fp16 still
+/// runs on tensor cores, at fp16 over NCHW tensors, and the int8 convolutions beside it read and
+/// write NCHW there while NHWC codes stay between the others; the graph input's quantization
+/// stays when the first convolution keeps fp16; the report says fp16 for exactly those layers.
+#[test]
+fn best_runs_a_convolution_that_kept_fp16_on_tensor_cores_over_nchw() {
+    use calibench::backend::cuda::graph::{Layer, MmaKind};
+    let dir = tempfile::tempdir().unwrap();
+    let (model, cache, _) = cnn32_fixture(dir.path(), 4);
+    let all_int8 = best_plan_keeping_fp16(&model, &cache, 4, &[]);
+    let mixed = best_plan_keeping_fp16(&model, &cache, 4, &["conv0", "convr"]);
+    let kinds = |plan: &calibench::backend::cuda::graph::Plan| -> Vec<(String, MmaKind)> {
+        (0..plan.layers.len())
+            .filter(|&i| matches!(plan.layers[i], Layer::Conv { mma: Some(_), .. }))
+            .map(|i| (plan.layer_names[i].clone(), plan.conv_kind(i)))
+            .collect()
+    };
+    let named = |v: &[(&str, MmaKind)]| -> Vec<(String, MmaKind)> {
+        v.iter().map(|(n, k)| (n.to_string(), *k)).collect()
+    };
+    use MmaKind::{Fp16, Int8};
+    assert_eq!(
+        kinds(&all_int8),
+        named(&[("conv0", Int8), ("convr", Int8), ("conv1", Int8)])
+    );
+    assert_eq!(
+        kinds(&mixed),
+        named(&[("conv0", Fp16), ("convr", Fp16), ("conv1", Int8)])
+    );
+    assert_eq!(
+        layouts(&all_int8),
+        [
+            ("conv", false, true),
+            ("maxpool", true, true),
+            ("conv", true, true),
+            ("binary", true, true),
+            ("elementwise", true, true),
+            ("conv", true, true),
+            ("maxpool", true, false),
+            ("gemm", false, false),
+        ]
+    );
+    // conv0 and convr at fp16: everything they read or write is NCHW, so the pool and the
+    // residual Add around them are too; conv1 gathers its patches from the NCHW block output.
+    assert_eq!(
+        layouts(&mixed),
+        [
+            ("elementwise", false, false),
+            ("conv", false, false),
+            ("maxpool", false, false),
+            ("conv", false, false),
+            ("binary", false, false),
+            ("elementwise", false, false),
+            ("conv", false, true),
+            ("maxpool", true, false),
+            ("gemm", false, false),
+        ]
+    );
+    let conv1 = mixed.layer_names.iter().position(|n| n == "conv1").unwrap();
+    assert!(
+        matches!(mixed.layers[conv1], Layer::Conv { mma: Some(m), int8: Some(f), .. } if m.kp == f.kp && m.kp > 0),
+        "conv1 gathers int8 patches: {:?}",
+        mixed.layers[conv1]
+    );
+    for l in &mixed.report {
+        let fp16 = l.layer == "conv0" || l.layer == "convr";
+        assert_eq!(l.precision == "fp16", fp16, "{l:?}");
+    }
+}
+
+/// best on the GPU with tensor cores (cnn32): the timed build records int8 or fp16 per layer, and
+/// both it and a plan where two convolutions kept fp16 (fp16 tensor-core convolutions beside
+/// int8 ones, NCHW between them) agree with the reference backend's best within what int8
+/// itself changes (int8 vs fp32), as best does on the digits model.
+#[test]
+fn best_with_tensor_cores_agrees_with_the_reference_backend() {
+    if !gpu_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let batch = 256;
+    let (model, cache, input) = cnn32_fixture(dir.path(), batch);
+    let input = std::slice::from_ref(&input);
+    let infer = |backend: &dyn Backend, precision: Precision| {
+        let cache = precision.needs_cache().then_some(cache.as_path());
+        let mut engine = build(backend, &model, cache, precision, batch).unwrap();
+        (engine.infer(input).unwrap().remove(0), engine.layers())
+    };
+    let (fp32, _) = infer(&ReferenceBackend, Precision::Fp32);
+    let (int8_ref, _) = infer(&ReferenceBackend, Precision::Int8);
+    let (best_ref, _) = infer(&ReferenceBackend, Precision::Best);
+    let (quant_max, quant_p99, _) = compare_logits(&int8_ref, &fp32);
+    let (timed, layers) = infer(&CudaBackend, Precision::Best);
+    let mixed_plan = best_plan_keeping_fp16(&model, &cache, batch, &["conv0", "convr"]);
+    let mut engine =
+        calibench::backend::cuda::engine_of_plan(mixed_plan, Precision::Best, 0).unwrap();
+    let mixed = engine.infer(input).unwrap().remove(0);
+    for (what, out) in [("timed best", &timed), ("conv0, convr at fp16", &mixed)] {
+        let (max, p99, agree) = compare_logits(out, &best_ref);
+        eprintln!("cnn32 {what} vs reference best: max |Δ| {max:.3e}, p99 {p99:.3e}, top-1 {agree}/{batch}; int8 vs fp32 max {quant_max:.3}, p99 {quant_p99:.3}");
+        assert!(
+            max <= quant_max && p99 <= quant_p99,
+            "{what}: p99 {p99}, max {max} (int8 vs fp32: p99 {quant_p99}, max {quant_max})"
+        );
+        assert!(agree >= batch * 97 / 100, "{what}: top-1 {agree}/{batch}");
+    }
+    eprintln!(
+        "cnn32 timed best layers: {:?}",
+        layers
+            .iter()
+            .map(|l| format!("{}={}", l.layer, l.precision))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        layers
+            .iter()
+            .all(|l| l.precision == "int8" || l.precision == "fp16"),
+        "{layers:?}"
+    );
+    let mixed_layers = engine.layers();
+    for l in &mixed_layers {
+        let fp16 = l.layer == "conv0" || l.layer == "convr";
+        assert_eq!(l.precision == "fp16", fp16, "{l:?}");
+    }
+}
+
 /// Tensor cores on the GPU: cnn32's NHWC chain (gathered patches → conv → pool → residual block
 /// → strided conv on the NHWC tensor → pool back to NCHW) at int8 agrees with the reference
 /// backend's int8 (the same fake-quantized tensors; float summation order differs, so a few

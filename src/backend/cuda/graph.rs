@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use crate::matrix::Precision;
 use crate::model::onnx::{attr_int, float_data, node_label, OnnxModel};
 use crate::model::precision::{LayerPrecision, PrecisionPlan, TensorPrecision};
 use crate::model::qdq::per_channel_scales;
@@ -640,26 +641,16 @@ impl Plan {
                     }
                 }
                 (MmaKind::Int8, Some(f)) => MmaConv { w: f.wq, kp: f.kp },
-                (MmaKind::Fp16, _) => {
+                (MmaKind::Fp16, _) if nhwc[x] => {
                     let wf = &self.weights[w];
-                    let (data, kp) = if nhwc[x] {
-                        let order = taps_last(patch, &|i| i);
-                        (order.iter().map(|&i| wf[i]).collect(), 0)
-                    } else {
-                        let kp = round_up(patch, 16);
-                        let mut padded = vec![0f32; g.cout * kp];
-                        for o in 0..g.cout {
-                            padded[o * kp..o * kp + patch]
-                                .copy_from_slice(&wf[o * patch..(o + 1) * patch]);
-                        }
-                        (padded, kp)
-                    };
-                    self.weights.push(data);
+                    let order = taps_last(patch, &|i| i);
+                    self.weights.push(order.iter().map(|&i| wf[i]).collect());
                     MmaConv {
                         w: self.weights.len() - 1,
-                        kp,
+                        kp: 0,
                     }
                 }
+                (MmaKind::Fp16, _) => self.push_fp16_patch_weights(w, g),
                 (MmaKind::Int8, None) => continue,
             };
             if let Layer::Conv { mma, .. } = &mut self.layers[i] {
@@ -669,6 +660,88 @@ impl Plan {
         self.mma = Some(kind);
         self.nhwc = scales;
         self.drop_redundant_quantization();
+    }
+
+    /// Convolutions on tensor cores as a precision runs them: those with an int8 form at int8
+    /// (the others stay cuBLASLt fp32), all at fp16, and at best those with an int8 form at
+    /// int8 and the others at fp16 over NCHW tensors. fp32 keeps strict cuBLASLt fp32.
+    pub fn use_tensor_cores_at(&mut self, precision: Precision) {
+        match precision {
+            Precision::Int8 => self.use_tensor_cores(MmaKind::Int8),
+            Precision::Best => {
+                self.use_tensor_cores(MmaKind::Int8);
+                self.use_fp16_tensor_cores_for_float_convolutions();
+            }
+            Precision::Fp16 => self.use_tensor_cores(MmaKind::Fp16),
+            Precision::Fp32 => {}
+        }
+    }
+
+    /// best (an int8 tensor-core plan on an fp16 engine): each convolution left without an int8
+    /// form runs the fp16 tensor-core kernel, gathering its patches from the NCHW fp16 tensor it
+    /// reads and writing NCHW. Runs after [`Plan::use_tensor_cores`]`(Int8)`, which keeps every
+    /// tensor such a convolution touches NCHW (it is neither a writer nor a reader of codes).
+    fn use_fp16_tensor_cores_for_float_convolutions(&mut self) {
+        for i in 0..self.layers.len() {
+            let Layer::Conv {
+                w,
+                g,
+                int8: None,
+                mma: None,
+                ..
+            } = self.layers[i]
+            else {
+                continue;
+            };
+            if g.cout % 2 != 0 {
+                continue;
+            }
+            let form = self.push_fp16_patch_weights(w, g);
+            if let Layer::Conv { mma, .. } = &mut self.layers[i] {
+                *mma = Some(form);
+            }
+        }
+    }
+
+    /// Element type tensor-core convolution `i` computes in: int8 in an int8 plan when it has
+    /// an int8 form, fp16 otherwise (fp16 plans, and best's float convolutions).
+    pub fn conv_kind(&self, i: usize) -> MmaKind {
+        match (self.mma, self.layers[i].int8()) {
+            (Some(MmaKind::Int8), Some(_)) => MmaKind::Int8,
+            _ => MmaKind::Fp16,
+        }
+    }
+
+    /// best: layer `name` runs its float form (its int8 form was slower); the report says so.
+    pub fn drop_int8_of(&mut self, name: &str) {
+        for (layer, _) in self
+            .layers
+            .iter_mut()
+            .zip(&self.layer_names)
+            .filter(|(_, n)| *n == name)
+        {
+            layer.drop_int8();
+        }
+        for entry in self.report.iter_mut().filter(|l| l.layer == name) {
+            entry.precision = "fp16".into();
+        }
+    }
+
+    /// Adds the fp16 weights of convolution weights `w` for gathered patches, `[cout][kp]` with
+    /// the patch padded to 16 elements (32 bytes), and returns that tensor-core form.
+    fn push_fp16_patch_weights(&mut self, w: usize, g: Window) -> MmaConv {
+        let patch = g.patch();
+        let kp = round_up(patch, 16);
+        let wf = &self.weights[w];
+        let mut padded = vec![0f32; g.cout * kp];
+        for o in 0..g.cout {
+            padded[o * kp..o * kp + patch].copy_from_slice(&wf[o * patch..(o + 1) * patch]);
+        }
+        self.weights.push(padded);
+        MmaConv {
+            w: self.weights.len() - 1,
+            kp,
+        }
     }
 
     /// Removes an elementwise layer that only quantizes a tensor (the graph input's Q/DQ) when

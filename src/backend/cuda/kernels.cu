@@ -113,6 +113,17 @@ __device__ void dequant(const int* acc, const float* scale, const T* bias, T* ou
     st(out, (n * Cout + c) * P + p, finish(v, q_pre, relu, q));
 }
 
+// A Gemm layer's int32 acc[Cout, PP] (PP: rows padded to 4) * scale[c] (+ bias[c]) ->
+// out[rows, Cout] with the GEMM epilogue; one thread per output, consecutive threads along a row.
+template <typename T>
+__device__ void dequant_rows(const int* acc, const float* scale, const T* bias, T* out, int rows, int Cout, int PP, int relu, float q_pre, float q) {
+    LOOP(rows * Cout) {
+        int r = i / Cout, c = i - r * Cout;
+        float v = (float)acc[c * PP + r] * scale[c] + (bias ? ld(bias, c) : 0.0f);
+        st(out, i, finish(v, q_pre, relu, q));
+    }
+}
+
 // In place GEMM epilogue (after a cuBLASLt GEMM whose output needs fake quantization).
 template <typename T>
 __device__ void epilogue(T* y, int n, int relu, float q_pre, float q) { LOOP(n) { st(y, i, finish(ld(y, i), q_pre, relu, q)); } }
@@ -516,6 +527,7 @@ extern "C" __global__ void to_f32_##NAME(const T* x, float* y, int n) { LOOP(n) 
 extern "C" __global__ void quantize_rows_##NAME(const T* x, signed char* c, int rows, int K, int KP, float s) { quantize_rows<T>(x, c, rows, K, KP, s); } \
 extern "C" __global__ void to_nchw_##NAME(const T* t, const T* b, T* o, int N, int Co, int P, int r, float qp, float q) { to_nchw<T>(t, b, o, N, Co, P, r, qp, q); } \
 extern "C" __global__ void dequant_##NAME(const int* a, const float* s, const T* b, T* o, int N, int Co, int P, int PP, int r, float qp, float q) { dequant<T>(a, s, b, o, N, Co, P, PP, r, qp, q); } \
+extern "C" __global__ void dequant_rows_##NAME(const int* a, const float* s, const T* b, T* o, int rows, int Co, int PP, int r, float qp, float q) { dequant_rows<T>(a, s, b, o, rows, Co, PP, r, qp, q); } \
 extern "C" __global__ void epilogue_##NAME(T* y, int n, int r, float qp, float q) { epilogue<T>(y, n, r, qp, q); } \
 extern "C" __global__ void unary_##NAME(const T* x, T* y, int n, int op, float lo, float hi, float q) { unary<T>(x, y, n, op, lo, hi, q); } \
 extern "C" __global__ void binary_##NAME(const T* a, const T* b, T* y, int mul, int d1, int d2, int d3, int n, int a0, int a1, int a2, int a3, int b0, int b1, int b2, int b3, float q) { binary<T>(a, b, y, mul, d1, d2, d3, n, a0, a1, a2, a3, b0, b1, b2, b3, q); } \

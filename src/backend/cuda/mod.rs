@@ -41,7 +41,7 @@ use crate::model::onnx::OnnxModel;
 use crate::model::precision::{self, LayerPrecision};
 use crate::model::tensor::{Tensor, TensorSpec};
 use gemm::{Epilogue, Gemm, GemmKind, GemmShape, Lt};
-use graph::{Layer, MmaKind, Operand, Plan};
+use graph::{Layer, Operand, Plan};
 
 pub use graph::SUPPORTED_OPS;
 pub use profile::{profile_model, GemmProfile, LayerProfile};
@@ -80,9 +80,8 @@ impl Backend for CudaBackend {
             request.cache_path,
             precision,
             request.cell.batch,
-            has_tensor_cores(&ctx),
         )?;
-        engine_for(&ctx, precision, plan, diagnostics, true)
+        build_engine(&ctx, precision, plan, diagnostics)
     }
 
     fn load(
@@ -104,7 +103,6 @@ impl Backend for CudaBackend {
             request.cell.precision,
             stored.plan,
             header.diagnostics,
-            false,
         )
     }
 }
@@ -119,7 +117,17 @@ pub fn fp32_engine(
     let ctx = context_for_ordinal(ordinal)?;
     let pplan = precision::plan(model, Precision::Fp32, None);
     let plan = Plan::from_model(model, batch, &pplan).map_err(build_err)?;
-    engine_for(&ctx, Precision::Fp32, plan, Vec::new(), false)
+    engine_for(&ctx, Precision::Fp32, plan, Vec::new())
+}
+
+/// The engine of a finished plan (tensor-core and best choices made, as a stored engine holds
+/// it) on GPU `ordinal`: no timing, no re-planning.
+pub fn engine_of_plan(
+    plan: Plan,
+    precision: Precision,
+    ordinal: usize,
+) -> Result<Box<dyn Engine>, BackendError> {
+    engine_for(&context_for_ordinal(ordinal)?, precision, plan, Vec::new())
 }
 
 /// The cell's GPU context.
@@ -141,14 +149,13 @@ fn context_for_ordinal(ordinal: usize) -> Result<GpuContext, BackendError> {
     GpuContext::new(ordinal).map_err(build_err)
 }
 
-/// The plan of a model file at a precision (with its cache) and batch, and calibench's
-/// diagnostics of the cache against the model.
+/// The plan of a model file at a precision (with its cache) and batch, before any tensor-core
+/// choice, and calibench's diagnostics of the cache against the model.
 fn engine_plan(
     model: &std::path::Path,
     cache: Option<&std::path::Path>,
     precision: Precision,
     batch: usize,
-    tensor_cores: bool,
 ) -> Result<(Plan, Vec<super::EngineDiagnostic>), BackendError> {
     let model = OnnxModel::load(model).map_err(|e| build_err(format!("{e:#}")))?;
     let cache = cache
@@ -157,24 +164,108 @@ fn engine_plan(
         .map_err(build_err)?;
     let pplan = precision::plan(&model, precision, cache.as_ref());
     let diagnostics = super::reference::plan_diagnostics(&pplan);
-    let mut plan = Plan::from_model(&model, batch, &pplan).map_err(build_err)?;
-    if tensor_cores {
-        match precision {
-            Precision::Int8 | Precision::Best => plan.use_tensor_cores(MmaKind::Int8),
-            Precision::Fp16 => plan.use_tensor_cores(MmaKind::Fp16),
-            Precision::Fp32 => {}
-        }
-    }
+    let plan = Plan::from_model(&model, batch, &pplan).map_err(build_err)?;
     Ok((plan, diagnostics))
 }
 
+/// `plan` with its convolutions on tensor cores when the GPU has them (`tensor_cores`): those
+/// with an int8 form at int8 and best (best's others at fp16), all of them at fp16. fp32 keeps
+/// strict cuBLASLt fp32.
+fn with_tensor_cores(mut plan: Plan, precision: Precision, tensor_cores: bool) -> Plan {
+    if tensor_cores {
+        plan.use_tensor_cores_at(precision);
+    }
+    plan
+}
+
+/// Builds the engine of a fresh plan (from [`engine_plan`]): best times its layers first
+/// ([`best_engine`]).
+fn build_engine(
+    ctx: &GpuContext,
+    precision: Precision,
+    plan: Plan,
+    diagnostics: Vec<super::EngineDiagnostic>,
+) -> Result<Box<dyn Engine>, BackendError> {
+    let tensor_cores = has_tensor_cores(ctx);
+    if precision == Precision::Best {
+        return Ok(Box::new(best_engine(ctx, plan, diagnostics, tensor_cores)?));
+    }
+    let plan = with_tensor_cores(plan, precision, tensor_cores);
+    engine_for(ctx, precision, plan, diagnostics)
+}
+
+/// best, as TensorRT's builder chooses: every layer that has an int8 form is timed in an engine
+/// where all of them run int8 and in one where all run fp16 (3 warm-up runs, then 20 between
+/// CUDA events, each layer on its own); each keeps the faster form, and the layouts are planned
+/// again for those choices (a convolution that keeps fp16 gathers from and writes NCHW fp16,
+/// so the int8 convolutions around it read and write NCHW there). The record's per-layer
+/// precision says what each kept.
+fn best_engine(
+    ctx: &GpuContext,
+    plan: Plan,
+    diagnostics: Vec<super::EngineDiagnostic>,
+    tensor_cores: bool,
+) -> Result<CudaEngine<half::f16>, BackendError> {
+    let int8_plan = with_tensor_cores(plan.clone(), Precision::Best, tensor_cores);
+    let mut int8 = CudaEngine::<half::f16>::new(ctx, int8_plan, diagnostics.clone())?;
+    let candidates: Vec<String> = int8
+        .plan
+        .layers
+        .iter()
+        .zip(&int8.plan.layer_names)
+        .filter(|(layer, _)| layer.int8().is_some())
+        .map(|(_, name)| name.clone())
+        .collect();
+    if candidates.is_empty() {
+        return Ok(int8);
+    }
+    let int8_ms = int8.layer_times(&candidates)?;
+    let mut float_plan = plan.clone();
+    float_plan.layers.iter_mut().for_each(Layer::drop_int8);
+    let float_plan = with_tensor_cores(float_plan, Precision::Best, tensor_cores);
+    let float_ms =
+        CudaEngine::<half::f16>::new(ctx, float_plan, Vec::new())?.layer_times(&candidates)?;
+    let mut chosen = plan;
+    let mut slower = 0;
+    for name in &candidates {
+        let (t_int8, t_float) = (int8_ms[name], float_ms[name]);
+        tracing::debug!(layer = %name, t_int8, t_float, "best: int8 vs fp16 (ms)");
+        if t_float < t_int8 {
+            chosen.drop_int8_of(name);
+            slower += 1;
+        }
+    }
+    if slower == 0 {
+        return Ok(int8);
+    }
+    drop(int8);
+    let chosen = with_tensor_cores(chosen, Precision::Best, tensor_cores);
+    CudaEngine::new(ctx, chosen, diagnostics)
+}
+
+/// The engine of a finished plan (tensor-core choices and best's choices made): a stored one,
+/// or one [`build_engine`] planned.
 fn engine_for(
     ctx: &GpuContext,
     precision: Precision,
     plan: Plan,
     diagnostics: Vec<super::EngineDiagnostic>,
-    tune: bool,
 ) -> Result<Box<dyn Engine>, BackendError> {
+    Ok(match precision {
+        Precision::Fp16 | Precision::Best => {
+            Box::new(CudaEngine::<half::f16>::new(ctx, plan, diagnostics)?)
+        }
+        Precision::Fp32 | Precision::Int8 => {
+            Box::new(CudaEngine::<f32>::new(ctx, plan, diagnostics)?)
+        }
+    })
+}
+
+/// The kernels' PTX for a compute capability, compiled once per process (nvrtc takes a
+/// while; best builds three engines).
+fn kernels_ptx(major: i32, minor: i32) -> Result<cudarc::nvrtc::Ptx, BackendError> {
+    static COMPILED: std::sync::Mutex<BTreeMap<(i32, i32), cudarc::nvrtc::Ptx>> =
+        std::sync::Mutex::new(BTreeMap::new());
     if !nvrtc_present() {
         return Err(BackendError::Unavailable {
             backend: "cuda",
@@ -183,18 +274,22 @@ fn engine_for(
                 .into(),
         });
     }
-    match precision {
-        Precision::Fp16 | Precision::Best => {
-            let mut engine = CudaEngine::<half::f16>::new(ctx, plan, diagnostics)?;
-            if precision == Precision::Best && tune {
-                engine.keep_fastest()?;
-            }
-            Ok(Box::new(engine))
-        }
-        Precision::Fp32 | Precision::Int8 => {
-            Ok(Box::new(CudaEngine::<f32>::new(ctx, plan, diagnostics)?))
-        }
+    let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(ptx) = compiled.get(&(major, minor)) {
+        return Ok(ptx.clone());
     }
+    let mut options = cudarc::nvrtc::CompileOptions::default();
+    options.include_paths.extend(cuda_include_dirs());
+    options
+        .options
+        .push(format!("--gpu-architecture=compute_{major}{minor}"));
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNELS, options).map_err(|e| {
+        build_err(format!(
+            "compiling the cuda backend's kernels with nvrtc: {e}"
+        ))
+    })?;
+    compiled.insert((major, minor), ptx.clone());
+    Ok(ptx)
 }
 
 /// An element type the engine stores tensors in.
@@ -244,6 +339,7 @@ struct Kernels {
     to_f32: CudaFunction,
     to_nchw: CudaFunction,
     dequant: CudaFunction,
+    dequant_rows: CudaFunction,
     epilogue: CudaFunction,
     unary: CudaFunction,
     binary: CudaFunction,
@@ -332,17 +428,10 @@ impl<T: Element> CudaEngine<T> {
                 "this plan runs convolutions on tensor cores (mma.sync), which need compute capability 8.0 or newer; this GPU has {major}.{minor}\nfix: delete the stored engine so it is rebuilt for this GPU"
             )));
         }
-        let mut options = cudarc::nvrtc::CompileOptions::default();
-        options.include_paths.extend(cuda_include_dirs());
-        options
-            .options
-            .push(format!("--gpu-architecture=compute_{major}{minor}"));
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNELS, options).map_err(|e| {
-            build_err(format!(
-                "compiling the cuda backend's kernels with nvrtc: {e}"
-            ))
-        })?;
-        let module = ctx.ctx.load_module(ptx).map_err(build_err)?;
+        let module = ctx
+            .ctx
+            .load_module(kernels_ptx(major, minor)?)
+            .map_err(build_err)?;
         let load = |name: &str| {
             module
                 .load_function(&format!("{name}_{}", T::SUFFIX))
@@ -364,6 +453,7 @@ impl<T: Element> CudaEngine<T> {
             to_f32: load("to_f32")?,
             to_nchw: load("to_nchw")?,
             dequant: load("dequant")?,
+            dequant_rows: load("dequant_rows")?,
             epilogue: load("epilogue")?,
             unary: load("unary")?,
             binary: load("binary")?,
@@ -481,11 +571,11 @@ impl<T: Element> CudaEngine<T> {
                 mma,
                 ..
             } => {
-                let (n, p, bias) = (g.n as i32, (g.oh * g.ow) as i32, b.map_or(0, wt));
-                let tail = [I(*relu as i32), F(*q_pre), F(*q)];
                 if mma.is_some() {
                     return self.enqueue_tensor_core_conv(i);
                 }
+                let (n, p, bias) = (g.n as i32, (g.oh * g.ow) as i32, b.map_or(0, wt));
+                let tail = [I(*relu as i32), F(*q_pre), F(*q)];
                 match form.filter(|_| int8) {
                     Some(f) => {
                         let mut args = vec![P(act(*x)), P(ptr(&self.cols_i8, s))];
@@ -568,9 +658,10 @@ impl<T: Element> CudaEngine<T> {
                             P(act(*y)),
                         ];
                         let pp = g.positions_padded() as i32;
-                        args.extend([I(*batch as i32), I(*nout as i32), I(1), I(pp)]);
+                        args.extend([I(*batch as i32), I(*nout as i32), I(pp)]);
                         args.extend(tail);
-                        launch(&self.kernels.dequant, grid3(1, *nout, *batch), &args)?;
+                        let cfg = launch_cfg(batch * nout);
+                        launch(&self.kernels.dequant_rows, cfg, &args)?;
                     }
                     None => {
                         self.launch_gemm(i, false)?;
@@ -802,45 +893,32 @@ impl<T: Element> CudaEngine<T> {
         Ok(())
     }
 
-    /// best: times each layer that has an int8 form in both forms (warm-up, then 20 runs
-    /// between CUDA events) and keeps the faster; the report says which was kept.
-    fn keep_fastest(&mut self) -> Result<(), BackendError> {
+    /// GPU time of each layer named in `names`, ms, in the form its plan gives it: 3 warm-up
+    /// runs, then 20 between CUDA events.
+    fn layer_times(&mut self, names: &[String]) -> Result<BTreeMap<String, f64>, BackendError> {
         let timer = self.ctx.timer().map_err(build_err)?;
+        let mut times = BTreeMap::new();
         for i in 0..self.plan.layers.len() {
-            // A tensor-core convolution's layouts are fixed by the plan: it stays int8 (the
-            // faster form there; see `calibench profile`).
-            let layer = &self.plan.layers[i];
-            if layer.int8().is_none() || matches!(layer, Layer::Conv { mma: Some(_), .. }) {
+            let name = self.plan.layer_names[i].clone();
+            if !names.contains(&name) {
                 continue;
             }
-            let mut time = |int8: bool| -> Result<f64, BackendError> {
-                for _ in 0..3 {
-                    self.enqueue_layer(i, int8)?;
-                }
-                timer
-                    .time(|| {
-                        for _ in 0..20 {
-                            self.enqueue_layer(i, int8)
-                                .map_err(|e| GpuError::Cuda(e.to_string()))?;
-                        }
-                        Ok::<(), GpuError>(())
-                    })
-                    .map_err(build_err)
-            };
-            let (t_int8, t_float) = (time(true)?, time(false)?);
-            tracing::debug!(layer = %self.plan.layer_names[i], t_int8, t_float, "best: int8 vs fp16");
-            if t_float < t_int8 {
-                self.plan.layers[i].drop_int8();
-                if let Some(forms) = self.gemms[i].as_mut() {
-                    forms.int8 = None;
-                }
-                let name = &self.plan.layer_names[i];
-                for entry in self.plan.report.iter_mut().filter(|l| &l.layer == name) {
-                    entry.precision = T::PRECISION.to_string();
-                }
+            let int8 = self.plan.layers[i].int8().is_some();
+            for _ in 0..3 {
+                self.enqueue_layer(i, int8)?;
             }
+            let ms = timer
+                .time(|| {
+                    for _ in 0..20 {
+                        self.enqueue_layer(i, int8)
+                            .map_err(|e| GpuError::Cuda(e.to_string()))?;
+                    }
+                    Ok::<(), GpuError>(())
+                })
+                .map_err(build_err)?;
+            times.insert(name, ms / 20.0);
         }
-        Ok(())
+        Ok(times)
     }
 
     /// The per-layer report: the precision plan's, with fp16 for best's float layers and the

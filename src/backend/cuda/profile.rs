@@ -7,7 +7,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{
-    build_err, context_for_ordinal, engine_plan, graph, has_tensor_cores, CudaEngine, Element,
+    best_engine, build_err, context_for_ordinal, engine_plan, graph, has_tensor_cores,
+    with_tensor_cores, CudaEngine, Element,
 };
 use crate::backend::BackendError;
 use crate::matrix::Precision;
@@ -58,16 +59,16 @@ pub fn profile_model(
     iterations: usize,
 ) -> Result<Vec<LayerProfile>, BackendError> {
     let ctx = context_for_ordinal(ordinal)?;
-    let (plan, diagnostics) = engine_plan(model, cache, precision, batch, has_tensor_cores(&ctx))?;
+    let (plan, diagnostics) = engine_plan(model, cache, precision, batch)?;
+    let tensor_cores = has_tensor_cores(&ctx);
     match precision {
-        Precision::Fp16 | Precision::Best => {
-            let mut engine = CudaEngine::<half::f16>::new(&ctx, plan, diagnostics)?;
-            if precision == Precision::Best {
-                engine.keep_fastest()?;
-            }
-            engine.profile(iterations)
+        Precision::Best => best_engine(&ctx, plan, diagnostics, tensor_cores)?.profile(iterations),
+        Precision::Fp16 => {
+            let plan = with_tensor_cores(plan, precision, tensor_cores);
+            CudaEngine::<half::f16>::new(&ctx, plan, diagnostics)?.profile(iterations)
         }
         Precision::Fp32 | Precision::Int8 => {
+            let plan = with_tensor_cores(plan, precision, tensor_cores);
             CudaEngine::<f32>::new(&ctx, plan, diagnostics)?.profile(iterations)
         }
     }

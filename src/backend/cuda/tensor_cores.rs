@@ -31,7 +31,7 @@ impl<T: Element> CudaEngine<T> {
         else {
             return Err(super::infer_err("not a tensor-core convolution"));
         };
-        let kind = self.plan.mma.unwrap_or(MmaKind::Fp16);
+        let kind = self.plan.conv_kind(i);
         let bytes = kind.bytes();
         let gather = !self.plan.is_nhwc(*x);
         // k bytes per tap (NHWC), or of the whole padded patch (gathered).

@@ -746,7 +746,8 @@ fn best_plan_keeping_fp16(
 /// best's re-plan after timing (planner side, no GPU needed): a convolution that kept fp16 still
 /// runs on tensor cores, at fp16 over NCHW tensors, and the int8 convolutions beside it read and
 /// write NCHW there while NHWC codes stay between the others; the graph input's quantization
-/// stays when the first convolution keeps fp16; the report says fp16 for exactly those layers.
+/// stays when the first convolution keeps fp16; the report says fp16 for exactly those layers;
+/// a Gemm kept at fp16 moves no layout (best keeps such a choice without timing the network).
 #[test]
 fn best_runs_a_convolution_that_kept_fp16_on_tensor_cores_over_nchw() {
     use calibench::backend::cuda::graph::{Layer, MmaKind};
@@ -811,6 +812,12 @@ fn best_runs_a_convolution_that_kept_fp16_on_tensor_cores_over_nchw() {
         let fp16 = l.layer == "conv0" || l.layer == "convr";
         assert_eq!(l.precision == "fp16", fp16, "{l:?}");
     }
+    // What best's timing uses to tell a free choice from one that moves layouts: the Gemm at
+    // fp16 leaves every tensor's layout as it was, the first convolution at fp16 does not.
+    let gemm_fp16 = best_plan_keeping_fp16(&model, &cache, 4, &["logits"]);
+    assert_eq!(gemm_fp16.nhwc, all_int8.nhwc);
+    let conv0_fp16 = best_plan_keeping_fp16(&model, &cache, 4, &["conv0"]);
+    assert_ne!(conv0_fp16.nhwc, all_int8.nhwc);
 }
 
 /// best on the GPU with tensor cores (cnn32): the timed build records int8 or fp16 per layer, and

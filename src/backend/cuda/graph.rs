@@ -703,6 +703,20 @@ impl Plan {
         }
     }
 
+    /// Bytes of the largest patch matrix a tensor-core convolution over an NCHW input needs:
+    /// one row of its padded patch per output position.
+    pub fn max_patch_bytes(&self) -> usize {
+        (0..self.layers.len())
+            .filter_map(|i| match &self.layers[i] {
+                Layer::Conv {
+                    g, mma: Some(m), ..
+                } if m.kp > 0 => Some(g.positions() * m.kp * self.conv_kind(i).bytes()),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Element type tensor-core convolution `i` computes in: int8 in an int8 plan when it has
     /// an int8 form, fp16 otherwise (fp16 plans, and best's float convolutions).
     pub fn conv_kind(&self, i: usize) -> MmaKind {

@@ -198,9 +198,9 @@ __device__ void softmax(const T* x, T* y, int outer, int len, int inner, float q
 // D[position, cout] = sum_k X[position, k] * W[cout, k] with mma.sync: int8 (m16n8k32, int32
 // accumulation) or fp16 (m16n8k16, fp32 accumulation). Both consume k in 32-byte chunks whose
 // register fragments have the same byte layout, so one loop serves both. X is read straight from
-// an NHWC tensor (k runs over taps, then channels; padding reads zeros) — W is [cout][kh][kw][c]
-// — or, for an NCHW input, gathered patch by patch in im2col's order (quantized with the input's
-// scale at int8) — W is [cout][kp]. Either way no patch matrix is written.
+// an NHWC tensor (k runs over taps, then channels; padding reads zeros) — W is [cout][kh][kw][c].
+// An NCHW input is first written as patch rows (`patches`), read as a 1x1 convolution over
+// them — W is then [cout][kp].
 // A block computes 128 positions x 64 or 128 output channels (4 or 8 warps of 32 x 64): each
 // 32-byte chunk of k is copied to shared memory with cp.async (zero-filling padding), three in flight,
 // and read into fragments with ldmatrix. The epilogue is the dequantize kernel's, element for
@@ -279,7 +279,7 @@ __device__ __forceinline__ void pack_elem(float, unsigned* packed, int j, float 
 }
 template <typename Acc, typename T>
 __device__ __forceinline__ int4 gather16(Acc, const T* x, int k0, int K, int C, int H, int W, int KH, int KW,
-                                         int n, int ih0, int iw0, bool row_ok, float xs, float inv_xs) {
+                                         int n, int ih0, int iw0, float xs, float inv_xs) {
     const int E = 16 / out_bytes(Acc(0)), taps = KH * KW;
     int c = k0 / taps, tap = k0 % taps, kh = tap / KW, kw = tap % KW;
     unsigned packed[4] = {0u, 0u, 0u, 0u};
@@ -287,17 +287,46 @@ __device__ __forceinline__ int4 gather16(Acc, const T* x, int k0, int K, int C, 
     for (int j = 0; j < E; ++j) {
         float v = 0.0f;
         int h = ih0 + kh, w = iw0 + kw;
-        if (row_ok && k0 + j < K && h >= 0 && h < H && w >= 0 && w < W) v = ld(x, ((n * C + c) * H + h) * W + w);
+        if (k0 + j < K && h >= 0 && h < H && w >= 0 && w < W) v = ld(x, ((n * C + c) * H + h) * W + w);
         pack_elem(Acc(0), packed, j, v, xs, inv_xs);
         if (++kw == KW) { kw = 0; if (++kh == KH) { kh = 0; ++c; } }
     }
     return make_int4(packed[0], packed[1], packed[2], packed[3]);
 }
 
+// Patches of an NCHW input for a tensor-core convolution: one row of KB bytes per output
+// position, gather16's bytes (int8 codes of scale xs, or fp16; zero past K and in the padding).
+// The convolution reads them as a 1x1 convolution over an NHWC tensor of KB-byte pixels.
+// A block of 256 threads writes the rows of 64 positions, up to 512 bytes of each at a time:
+// a warp gathers 32 neighbouring positions at one 16-byte part (its loads hit neighbouring
+// pixels) into shared memory, then the block copies the rows out in contiguous 16-byte runs.
+#define PATCH_PARTS 32  // 16-byte parts of a row staged at once
+template <typename Acc, typename T>
+__device__ void patches(const T* x, unsigned char* out, int N, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW,
+                        int OH, int OW, int KB, int K, float xs) {
+    __shared__ int4 tile[64][PATCH_PARTS + 1];  // +1: a quarter-warp's 8 rows hit distinct banks
+    const int parts = KB / 16, P = OH * OW, M = N * P;
+    const float inv_xs = inverse(xs);
+    int m0 = blockIdx.x * 64, r = threadIdx.x & 63, m = m0 + r;
+    int p = m % P, n = m / P, ih0 = (p / OW) * SH - PH, iw0 = (p % OW) * SW - PW;
+    for (int part0 = 0; part0 < parts; part0 += PATCH_PARTS) {
+        int width = min(PATCH_PARTS, parts - part0);
+        if (m < M)
+            for (int j = threadIdx.x >> 6; j < width; j += 4)
+                tile[r][j] = gather16(Acc(0), x, (part0 + j) * 16 / out_bytes(Acc(0)), K, C, H, W, KH, KW, n, ih0, iw0, xs, inv_xs);
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < 64 * width; idx += blockDim.x) {
+            int rr = idx / width, j = idx - rr * width;
+            if (m0 + rr < M) *reinterpret_cast<int4*>(out + (size_t)(m0 + rr) * KB + (part0 + j) * 16) = tile[rr][j];
+        }
+        __syncthreads();
+    }
+}
+
 template <typename Acc, typename T>
 __device__ void conv_mma(const unsigned char* x, const unsigned char* w, const float* dq, const T* bias, void* y,
                          int N, int CB, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW,
-                         int Cout, int nhwc_out, int relu, float q_pre, float q, int gather, int C, int K, float xs) {
+                         int Cout, int nhwc_out, int relu, float q_pre, float q) {
     // Per stage: A [128 positions][32 bytes of k], then B [BN channels][32 bytes of k].
     __shared__ __align__(16) unsigned char smem[MMA_STAGES * (128 + MMA_MAX_BN) * MMA_ROW];
     const int threads = blockDim.x, BN = threads / 2, STAGE = (128 + BN) * MMA_ROW;
@@ -307,32 +336,23 @@ __device__ void conv_mma(const unsigned char* x, const unsigned char* w, const f
     // Copies per chunk: A's 256 16-byte halves (one or two per thread), B's 2·BN (one each).
     const int a_per = 256 / threads;
     int arow = tid / (2 / a_per), ahalf0 = (tid % (2 / a_per)) * 16;
-    int am = mb + arow, an = 0, abase = -1, aih = 0, aiw = 0;
-    if (am < M) { int p = am % P; an = am / P; abase = an * H; aih = (p / OW) * SH - PH; aiw = (p % OW) * SW - PW; }
+    int am = mb + arow, abase = -1, aih = 0, aiw = 0;
+    if (am < M) { int p = am % P; abase = (am / P) * H; aih = (p / OW) * SH - PH; aiw = (p % OW) * SW - PW; }
     int brow = tid >> 1, bn = n0 + brow, bhalf = (tid & 1) * 16;
-    // k bytes per weight row: all taps of an NHWC input, the padded patch when gathering.
-    const int KB = gather ? CB : KH * KW * CB, chunks = KB / 32;
+    // k bytes per weight row: all taps.
+    const int KB = KH * KW * CB, chunks = KB / 32;
     const unsigned char* wrow = w + bn * KB + bhalf;
-    const float inv_xs = inverse(xs);
     // The next chunk to copy, and (NHWC) its tap (lkh, lkw) and channel bytes lc0 — advanced,
     // never divided.
     int lchunk = 0, lkh = 0, lkw = 0, lc0 = 0;
 #define MMA_LOAD(buf) do { \
         unsigned char* sa_ = smem + (buf) * STAGE; \
-        if (gather) { \
-            for (int k_ = 0; k_ < a_per; ++k_) { \
-                int off_ = ahalf0 + 16 * k_; \
-                *reinterpret_cast<int4*>(sa_ + arow * MMA_ROW + off_) = gather16(Acc(0), (const T*)x, \
-                    (lchunk * 32 + off_) / out_bytes(Acc(0)), K, C, H, W, KH, KW, an, aih, aiw, abase >= 0, xs, inv_xs); \
-            } \
-        } else { \
-            int h_ = aih + lkh, w_ = aiw + lkw; \
-            bool va_ = abase >= 0 && h_ >= 0 && h_ < H && w_ >= 0 && w_ < W; \
-            const unsigned char* src_ = va_ ? x + ((abase + h_) * W + w_) * CB + lc0 : x; \
-            for (int k_ = 0; k_ < a_per; ++k_) \
-                cp_async16_a(sa_ + arow * MMA_ROW + ahalf0 + 16 * k_, src_ + ahalf0 + 16 * k_, va_); \
-            if ((lc0 += 32) == CB) { lc0 = 0; if (++lkw == KW) { lkw = 0; ++lkh; } } \
-        } \
+        int h_ = aih + lkh, w_ = aiw + lkw; \
+        bool va_ = abase >= 0 && h_ >= 0 && h_ < H && w_ >= 0 && w_ < W; \
+        const unsigned char* src_ = va_ ? x + ((size_t)(abase + h_) * W + w_) * CB + lc0 : x; \
+        for (int k_ = 0; k_ < a_per; ++k_) \
+            cp_async16_a(sa_ + arow * MMA_ROW + ahalf0 + 16 * k_, src_ + ahalf0 + 16 * k_, va_); \
+        if ((lc0 += 32) == CB) { lc0 = 0; if (++lkw == KW) { lkw = 0; ++lkh; } } \
         bool vb_ = bn < Cout; \
         cp_async16(sa_ + (128 + brow) * MMA_ROW + bhalf, vb_ ? wrow + lchunk * 32 : w, vb_); \
         ++lchunk; \
@@ -517,8 +537,8 @@ __device__ void abs_histogram(const T* x, int n, double scale, unsigned* bins) {
 
 #define WINDOW int N, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW
 #define WARGS N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW
-#define WINDOW_MMA int N, int CB, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW, int Cout, int o, int r, float qp, float q, int ga, int C, int K, float xs
-#define MMA_ARGS N, CB, H, W, KH, KW, SH, SW, PH, PW, OH, OW, Cout, o, r, qp, q, ga, C, K, xs
+#define WINDOW_MMA int N, int CB, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW, int Cout, int o, int r, float qp, float q
+#define MMA_ARGS N, CB, H, W, KH, KW, SH, SW, PH, PW, OH, OW, Cout, o, r, qp, q
 #define INSTANTIATE(NAME, T) \
 extern "C" __global__ void im2col_##NAME(const T* x, T* c, WINDOW) { im2col<T>(x, c, WARGS); } \
 extern "C" __global__ void im2col_q8_##NAME(const T* x, signed char* c, WINDOW, int KP, float s) { im2col_q8<T>(x, c, WARGS, KP, s); } \
@@ -539,6 +559,8 @@ extern "C" __global__ void abs_histogram_##NAME(const T* x, int n, double scale,
 extern "C" __global__ void softmax_##NAME(const T* x, T* y, int outer, int len, int inner, float q) { softmax<T>(x, y, outer, len, inner, q); } \
 extern "C" __global__ void conv_mma_i8_##NAME(const unsigned char* x, const unsigned char* w, const float* dq, const T* b, void* y, WINDOW_MMA) { conv_mma<int, T>(x, w, dq, b, y, MMA_ARGS); } \
 extern "C" __global__ void conv_mma_f16_##NAME(const unsigned char* x, const unsigned char* w, const float* dq, const T* b, void* y, WINDOW_MMA) { conv_mma<float, T>(x, w, dq, b, y, MMA_ARGS); } \
+extern "C" __global__ void patches_i8_##NAME(const T* x, unsigned char* p, WINDOW, int KB, int K, float xs) { patches<int, T>(x, p, WARGS, KB, K, xs); } \
+extern "C" __global__ void patches_f16_##NAME(const T* x, unsigned char* p, WINDOW, int KB, int K, float xs) { patches<float, T>(x, p, WARGS, KB, K, xs); } \
 extern "C" __global__ void pool_nhwc_i8_##NAME(const unsigned* x, void* y, WINDOW, float s, float q, int o, int avg, int ip) { pool_nhwc<int, T>(x, y, WARGS, s, q, o, avg, ip); } \
 extern "C" __global__ void pool_nhwc_f16_##NAME(const unsigned* x, void* y, WINDOW, float s, float q, int o, int avg, int ip) { pool_nhwc<float, T>(x, y, WARGS, s, q, o, avg, ip); }
 

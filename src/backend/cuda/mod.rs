@@ -196,51 +196,70 @@ fn build_engine(
 
 /// best, as TensorRT's builder chooses: every layer that has an int8 form is timed in an engine
 /// where all of them run int8 and in one where all run fp16 (3 warm-up runs, then 20 between
-/// CUDA events, each layer on its own); each keeps the faster form, and the layouts are planned
-/// again for those choices (a convolution that keeps fp16 gathers from and writes NCHW fp16,
-/// so the int8 convolutions around it read and write NCHW there). The record's per-layer
-/// precision says what each kept.
+/// CUDA events, each layer on its own). A layer whose fp16 form was faster keeps fp16 at once
+/// when that leaves every tensor's layout as it was (a Gemm, a convolution between NCHW
+/// tensors); one whose fp16 form would turn NHWC codes around it back to NCHW (its neighbours
+/// then gather their patches) keeps fp16 only if the whole network gets faster, tried one at a
+/// time, largest per-layer gain first. The record's per-layer precision says what each kept.
 fn best_engine(
     ctx: &GpuContext,
     plan: Plan,
     diagnostics: Vec<super::EngineDiagnostic>,
     tensor_cores: bool,
 ) -> Result<CudaEngine<half::f16>, BackendError> {
-    let int8_plan = with_tensor_cores(plan.clone(), Precision::Best, tensor_cores);
-    let mut int8 = CudaEngine::<half::f16>::new(ctx, int8_plan, diagnostics.clone())?;
-    let candidates: Vec<String> = int8
-        .plan
+    let planned = |fp16: &[String]| {
+        let mut p = plan.clone();
+        fp16.iter().for_each(|name| p.drop_int8_of(name));
+        with_tensor_cores(p, Precision::Best, tensor_cores)
+    };
+    let engine = |plan: Plan| CudaEngine::<half::f16>::new(ctx, plan, diagnostics.clone());
+    let int8_plan = planned(&[]);
+    let mut best = engine(int8_plan.clone())?;
+    let candidates: Vec<String> = int8_plan
         .layers
         .iter()
-        .zip(&int8.plan.layer_names)
+        .zip(&int8_plan.layer_names)
         .filter(|(layer, _)| layer.int8().is_some())
         .map(|(_, name)| name.clone())
         .collect();
     if candidates.is_empty() {
-        return Ok(int8);
+        return Ok(best);
     }
-    let int8_ms = int8.layer_times(&candidates)?;
-    let mut float_plan = plan.clone();
-    float_plan.layers.iter_mut().for_each(Layer::drop_int8);
-    let float_plan = with_tensor_cores(float_plan, Precision::Best, tensor_cores);
-    let float_ms =
-        CudaEngine::<half::f16>::new(ctx, float_plan, Vec::new())?.layer_times(&candidates)?;
-    let mut chosen = plan;
-    let mut slower = 0;
-    for name in &candidates {
-        let (t_int8, t_float) = (int8_ms[name], float_ms[name]);
+    let int8_ms = best.layer_times(&candidates)?;
+    let float_ms = engine(planned(&candidates))?.layer_times(&candidates)?;
+    let mut faster_at_fp16: Vec<(f64, String)> = Vec::new();
+    for name in candidates {
+        let (t_int8, t_float) = (int8_ms[&name], float_ms[&name]);
         tracing::debug!(layer = %name, t_int8, t_float, "best: int8 vs fp16 (ms)");
         if t_float < t_int8 {
-            chosen.drop_int8_of(name);
-            slower += 1;
+            faster_at_fp16.push((t_int8 - t_float, name));
         }
     }
-    if slower == 0 {
-        return Ok(int8);
+    faster_at_fp16.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (same_layouts, moving): (Vec<_>, Vec<_>) = faster_at_fp16
+        .into_iter()
+        .map(|(_, name)| name)
+        .partition(|name| planned(std::slice::from_ref(name)).nhwc == int8_plan.nhwc);
+    let mut kept_fp16 = same_layouts;
+    if !kept_fp16.is_empty() {
+        best = engine(planned(&kept_fp16))?;
     }
-    drop(int8);
-    let chosen = with_tensor_cores(chosen, Precision::Best, tensor_cores);
-    CudaEngine::new(ctx, chosen, diagnostics)
+    if moving.is_empty() {
+        return Ok(best);
+    }
+    let mut best_ms = best.network_time()?;
+    for name in moving {
+        let mut trial = kept_fp16.clone();
+        trial.push(name.clone());
+        let mut candidate = engine(planned(&trial))?;
+        let ms = candidate.network_time()?;
+        tracing::debug!(layer = %name, ms, best_ms, "best: whole network with this layer at fp16 (ms)");
+        // 1 % margin: the int8 layouts stay unless fp16 clearly wins.
+        if ms < 0.99 * best_ms {
+            (best, best_ms, kept_fp16) = (candidate, ms, trial);
+        }
+    }
+    Ok(best)
 }
 
 /// The engine of a finished plan (tensor-core choices and best's choices made): a stored one,
@@ -328,6 +347,8 @@ struct Kernels {
     im2col_q8: CudaFunction,
     conv_mma_i8: CudaFunction,
     conv_mma_f16: CudaFunction,
+    patches_i8: CudaFunction,
+    patches_f16: CudaFunction,
     pool_nhwc_i8: CudaFunction,
     pool_nhwc_f16: CudaFunction,
     unary_q8: CudaFunction,
@@ -372,6 +393,8 @@ struct CudaEngine<T: Element> {
     gemm_out: CudaSlice<T>,
     /// Int8 patches and int32 accumulators, sized for the largest int8 GEMM.
     cols_i8: CudaSlice<i8>,
+    /// Patch rows of the tensor-core convolutions over NCHW inputs (`patches` in `kernels.cu`).
+    patches: CudaSlice<u8>,
     acc: CudaSlice<i32>,
     /// fp32 inputs and outputs on their way to and from the engine's element type, converted
     /// on the GPU.
@@ -442,6 +465,8 @@ impl<T: Element> CudaEngine<T> {
             im2col_q8: load("im2col_q8")?,
             conv_mma_i8: load("conv_mma_i8")?,
             conv_mma_f16: load("conv_mma_f16")?,
+            patches_i8: load("patches_i8")?,
+            patches_f16: load("patches_f16")?,
             pool_nhwc_i8: load("pool_nhwc_i8")?,
             pool_nhwc_f16: load("pool_nhwc_f16")?,
             unary_q8: module.load_function("unary_q8").map_err(build_err)?,
@@ -489,6 +514,9 @@ impl<T: Element> CudaEngine<T> {
             .map(|&n| zeros(n))
             .collect::<Result<Vec<_>, _>>()?;
         let (cols, gemm_out) = (zeros(plan.max_cols)?, zeros(plan.max_gemm_out)?);
+        let patches = stream
+            .alloc_zeros::<u8>(plan.max_patch_bytes().max(16))
+            .map_err(build_err)?;
         let cols_i8 = stream
             .alloc_zeros::<i8>(plan.max_cols_i8.max(1))
             .map_err(build_err)?;
@@ -527,6 +555,7 @@ impl<T: Element> CudaEngine<T> {
             cols,
             gemm_out,
             cols_i8,
+            patches,
             acc,
             staging,
             diagnostics,
@@ -891,6 +920,30 @@ impl<T: Element> CudaEngine<T> {
             }
         }
         Ok(())
+    }
+
+    /// GPU time of one pass over the whole network, ms: 3 warm-up passes, then the median of
+    /// 5 timings of 5 passes each.
+    fn network_time(&mut self) -> Result<f64, BackendError> {
+        let timer = self.ctx.timer().map_err(build_err)?;
+        for _ in 0..3 {
+            self.enqueue_layers()?;
+        }
+        let mut samples = Vec::with_capacity(5);
+        for _ in 0..5 {
+            let ms = timer
+                .time(|| {
+                    for _ in 0..5 {
+                        self.enqueue_layers()
+                            .map_err(|e| GpuError::Cuda(e.to_string()))?;
+                    }
+                    Ok::<(), GpuError>(())
+                })
+                .map_err(build_err)?;
+            samples.push(ms / 5.0);
+        }
+        samples.sort_by(f64::total_cmp);
+        Ok(samples[2])
     }
 
     /// GPU time of each layer named in `names`, ms, in the form its plan gives it: 3 warm-up

@@ -12,7 +12,7 @@ use crate::backend::BackendError;
 
 impl<T: Element> CudaEngine<T> {
     /// Enqueues tensor-core convolution `i`: the implicit GEMM with its epilogue, reading an
-    /// NHWC input directly or gathering patches from an NCHW one.
+    /// NHWC input directly, or the patch rows it first writes of an NCHW one.
     pub(super) fn enqueue_tensor_core_conv(&self, i: usize) -> Result<(), BackendError> {
         use Arg::{F, I, P};
         let s = self.ctx.stream.as_ref();
@@ -51,22 +51,37 @@ impl<T: Element> CudaEngine<T> {
             ),
         };
         let bias = b.map_or(0, |b| ptr(&self.weights[b], s));
+        // Over an NCHW input: its patch rows first, then a 1×1 convolution over them as an
+        // NHWC tensor of `kb`-byte pixels.
+        let (input, conv_window) = if gather {
+            let patches = match kind {
+                MmaKind::Int8 => &self.kernels.patches_i8,
+                MmaKind::Fp16 => &self.kernels.patches_f16,
+            };
+            let mut args = vec![P(ptr(&self.activations[*x], s)), P(ptr(&self.patches, s))];
+            args.extend(window(g, g.c));
+            args.extend([I(kb as i32), I(g.patch() as i32), F(x_scale)]);
+            let blocks = LaunchConfig {
+                grid_dim: (g.positions().div_ceil(64) as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            launch(s, patches, blocks, &args)?;
+            let rows = [g.n, kb, g.oh, g.ow, 1, 1, 1, 1, 0, 0, g.oh, g.ow];
+            (ptr(&self.patches, s), rows.map(|v| I(v as i32)))
+        } else {
+            (ptr(&self.activations[*x], s), window(g, kb))
+        };
         let mut args = vec![
-            P(ptr(&self.activations[*x], s)),
+            P(input),
             P(w),
             P(dq),
             P(bias),
             P(ptr(&self.activations[*y], s)),
         ];
-        args.extend(window(g, kb));
+        args.extend(conv_window);
         args.extend([I(g.cout as i32), I(self.plan.is_nhwc(*y) as i32)]);
         args.extend([I(*relu as i32), F(*q_pre), F(*q)]);
-        args.extend([
-            I(gather as i32),
-            I(g.c as i32),
-            I(g.patch() as i32),
-            F(x_scale),
-        ]);
         // Blocks of 128 positions × 64 output channels (4 warps), or × 128 (8 warps) when the
         // layer has more than 64.
         let threads = if g.cout > 64 { 256 } else { 128 };

@@ -576,6 +576,17 @@ fn tensor_core_plans_keep_nhwc_only_between_convolutions_and_max_pools() {
             ],
             "{p}"
         );
+        // What `calibench profile` says each layer computes at: the convolutions and the Gemm
+        // (the cache covers its input), and the pools and elementwise layers between int8
+        // tensor-core convolutions, which run on int8 codes.
+        let precisions: Vec<&str> = (0..plan.layers.len())
+            .map(|i| plan.layer_precision(i, "float"))
+            .collect();
+        let expected = match kind {
+            MmaKind::Int8 => ["int8"; 8],
+            MmaKind::Fp16 => ["float"; 8],
+        };
+        assert_eq!(precisions, expected, "{p}");
         // At int8 the graph input's quantization goes: the first convolution gathers its
         // patches from the input itself, quantizing them with the same scale.
         let dropped = usize::from(kind == MmaKind::Int8);

@@ -703,6 +703,19 @@ impl Plan {
         }
     }
 
+    /// Precision layer `i` computes at: `int8` for an int8 GEMM or convolution and for a layer
+    /// over int8 codes (pools and elementwise layers between tensor-core convolutions), else
+    /// `float` (the engine's type).
+    pub fn layer_precision<'a>(&self, i: usize, float: &'a str) -> &'a str {
+        let layer = &self.layers[i];
+        let on_codes = layer.reads().first().is_some_and(|&x| self.holds_codes(x));
+        if on_codes || layer.int8().is_some() {
+            "int8"
+        } else {
+            float
+        }
+    }
+
     /// Bytes of the largest patch matrix a tensor-core convolution over an NCHW input needs:
     /// one row of its padded patch per output position.
     pub fn max_patch_bytes(&self) -> usize {

@@ -129,7 +129,7 @@ impl<T: Element> CudaEngine<T> {
                 }
                 None => None,
             };
-            let precision = if int8 { "int8" } else { T::PRECISION };
+            let precision = self.plan.layer_precision(i, T::PRECISION);
             let layer_tops = layer
                 .gemm_window()
                 .map(|g| 2.0 * (g.positions() * g.cout * g.patch()) as f64 / (ms * 1e-3) / 1e12);

@@ -499,6 +499,39 @@ fn cnn32_fixture(dir: &Path, batch: usize) -> (std::path::PathBuf, std::path::Pa
     model_fixture(&common::cnn32(), dir, batch)
 }
 
+/// cnn32 at a batch size with its minmax cache and random inputs, in a temporary folder.
+struct Cnn32 {
+    _dir: tempfile::TempDir,
+    model: std::path::PathBuf,
+    cache: std::path::PathBuf,
+    input: Tensor,
+}
+
+impl Cnn32 {
+    fn new(batch: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, cache, input) = cnn32_fixture(dir.path(), batch);
+        Cnn32 {
+            _dir: dir,
+            model,
+            cache,
+            input,
+        }
+    }
+
+    /// Output of `backend`'s engine at `precision` (the cache where it needs one), and the engine.
+    fn infer(&self, backend: &dyn Backend, precision: Precision) -> (Tensor, Box<dyn Engine>) {
+        let cache = precision.needs_cache().then_some(self.cache.as_path());
+        let batch = self.input.shape[0];
+        let mut engine = build(backend, &self.model, cache, precision, batch).unwrap();
+        let out = engine
+            .infer(std::slice::from_ref(&self.input))
+            .unwrap()
+            .remove(0);
+        (out, engine)
+    }
+}
+
 /// `model` (input `[N, 3, 16, 16]`) written to `dir`, with random inputs and a minmax cache.
 fn model_fixture(
     model: &calibench::model::onnx::OnnxModel,
@@ -562,20 +595,7 @@ fn tensor_core_plans_keep_nhwc_only_between_convolutions_and_max_pools() {
                 .any(|l| matches!(l, Layer::Conv { mma: None, .. })),
             "{p}: every conv on tensor cores"
         );
-        assert_eq!(
-            layouts(&plan),
-            [
-                ("conv", false, true),
-                ("maxpool", true, true),
-                ("conv", true, true),
-                ("binary", true, true),
-                ("elementwise", true, true),
-                ("conv", true, true),
-                ("maxpool", true, false),
-                ("gemm", false, false),
-            ],
-            "{p}"
-        );
+        assert_eq!(layouts(&plan), CNN32_TENSOR_CORE_LAYOUTS, "{p}");
         // What `calibench profile` says each layer computes at: the convolutions and the Gemm
         // (the cache covers its input), and the pools and elementwise layers between int8
         // tensor-core convolutions, which run on int8 codes.
@@ -643,6 +663,19 @@ fn tensor_core_plans_keep_nhwc_only_between_convolutions_and_max_pools() {
         );
     }
 }
+
+/// cnn32's layouts with every convolution on tensor cores, as (kind, reads NHWC, writes NHWC):
+/// NHWC from the first convolution's output through the residual block to the last pool.
+const CNN32_TENSOR_CORE_LAYOUTS: [(&str, bool, bool); 8] = [
+    ("conv", false, true),
+    ("maxpool", true, true),
+    ("conv", true, true),
+    ("binary", true, true),
+    ("elementwise", true, true),
+    ("conv", true, true),
+    ("maxpool", true, false),
+    ("gemm", false, false),
+];
 
 /// (kind, reads NHWC, writes NHWC) of each layer of a plan.
 fn layouts(plan: &calibench::backend::cuda::graph::Plan) -> Vec<(&'static str, bool, bool)> {
@@ -784,19 +817,7 @@ fn best_runs_a_convolution_that_kept_fp16_on_tensor_cores_over_nchw() {
         kinds(&mixed),
         named(&[("conv0", Fp16), ("convr", Fp16), ("conv1", Int8)])
     );
-    assert_eq!(
-        layouts(&all_int8),
-        [
-            ("conv", false, true),
-            ("maxpool", true, true),
-            ("conv", true, true),
-            ("binary", true, true),
-            ("elementwise", true, true),
-            ("conv", true, true),
-            ("maxpool", true, false),
-            ("gemm", false, false),
-        ]
-    );
+    assert_eq!(layouts(&all_int8), CNN32_TENSOR_CORE_LAYOUTS);
     // conv0 and convr at fp16: everything they read or write is NCHW, so the pool and the
     // residual Add around them are too; conv1 gathers its patches from the NCHW block output.
     assert_eq!(
@@ -840,24 +861,21 @@ fn best_with_tensor_cores_agrees_with_the_reference_backend() {
     if !gpu_present() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
     let batch = 256;
-    let (model, cache, input) = cnn32_fixture(dir.path(), batch);
-    let input = std::slice::from_ref(&input);
-    let infer = |backend: &dyn Backend, precision: Precision| {
-        let cache = precision.needs_cache().then_some(cache.as_path());
-        let mut engine = build(backend, &model, cache, precision, batch).unwrap();
-        (engine.infer(input).unwrap().remove(0), engine.layers())
-    };
-    let (fp32, _) = infer(&ReferenceBackend, Precision::Fp32);
-    let (int8_ref, _) = infer(&ReferenceBackend, Precision::Int8);
-    let (best_ref, _) = infer(&ReferenceBackend, Precision::Best);
+    let cnn = Cnn32::new(batch);
+    let (fp32, _) = cnn.infer(&ReferenceBackend, Precision::Fp32);
+    let (int8_ref, _) = cnn.infer(&ReferenceBackend, Precision::Int8);
+    let (best_ref, _) = cnn.infer(&ReferenceBackend, Precision::Best);
     let (quant_max, quant_p99, _) = compare_logits(&int8_ref, &fp32);
-    let (timed, layers) = infer(&CudaBackend, Precision::Best);
-    let mixed_plan = best_plan_keeping_fp16(&model, &cache, batch, &["conv0", "convr"]);
+    let (timed, timed_engine) = cnn.infer(&CudaBackend, Precision::Best);
+    let layers = timed_engine.layers();
+    let mixed_plan = best_plan_keeping_fp16(&cnn.model, &cnn.cache, batch, &["conv0", "convr"]);
     let mut engine =
         calibench::backend::cuda::engine_of_plan(mixed_plan, Precision::Best, 0).unwrap();
-    let mixed = engine.infer(input).unwrap().remove(0);
+    let mixed = engine
+        .infer(std::slice::from_ref(&cnn.input))
+        .unwrap()
+        .remove(0);
     for (what, out) in [("timed best", &timed), ("conv0, convr at fp16", &mixed)] {
         let (max, p99, agree) = compare_logits(out, &best_ref);
         eprintln!("cnn32 {what} vs reference best: max |Δ| {max:.3e}, p99 {p99:.3e}, top-1 {agree}/{batch}; int8 vs fp32 max {quant_max:.3}, p99 {quant_p99:.3}");
@@ -897,15 +915,9 @@ fn tensor_core_convolutions_agree_with_the_reference_backend() {
     if !gpu_present() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
     let batch = 256;
-    let (model, cache, input) = cnn32_fixture(dir.path(), batch);
-    let input = std::slice::from_ref(&input);
-    let infer = |backend: &dyn Backend, precision: Precision| {
-        let cache = precision.needs_cache().then_some(cache.as_path());
-        let mut engine = build(backend, &model, cache, precision, batch).unwrap();
-        engine.infer(input).unwrap().remove(0)
-    };
+    let cnn = Cnn32::new(batch);
+    let infer = |backend: &dyn Backend, precision: Precision| cnn.infer(backend, precision).0;
     let fp32 = infer(&ReferenceBackend, Precision::Fp32);
     let int8_ref = infer(&ReferenceBackend, Precision::Int8);
     let (quant_max, quant_p99, _) = compare_logits(&int8_ref, &fp32);

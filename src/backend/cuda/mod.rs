@@ -229,7 +229,9 @@ fn best_engine(
     let float_ms = engine(planned(&candidates))?.layer_times(&candidates)?;
     let mut faster_at_fp16: Vec<(f64, String)> = Vec::new();
     for name in candidates {
-        let (t_int8, t_float) = (int8_ms[&name], float_ms[&name]);
+        let (Some(&t_int8), Some(&t_float)) = (int8_ms.get(&name), float_ms.get(&name)) else {
+            continue;
+        };
         tracing::debug!(layer = %name, t_int8, t_float, "best: int8 vs fp16 (ms)");
         if t_float < t_int8 {
             faster_at_fp16.push((t_int8 - t_float, name));

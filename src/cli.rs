@@ -141,14 +141,26 @@ pub struct StoreGcArgs {
     pub older_than: std::time::Duration,
 }
 
+/// A fraction between 0 and 1.
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!(
+            "{v} is not a fraction between 0 and 1 (0.01 = one point of top-1)"
+        )),
+        Err(_) => Err(format!("{s:?} is not a number")),
+    }
+}
+
 /// Thresholds of the baseline gate.
 #[derive(Debug, Args, Clone, Copy)]
 pub struct GateArgs {
     /// Largest allowed median-latency increase per cell, percent.
     #[arg(long, value_name = "PCT", default_value_t = 10.0)]
     pub max_latency_regression: f64,
-    /// Largest allowed top-1 accuracy drop per cell, points.
-    #[arg(long, value_name = "POINTS", default_value_t = 0.5)]
+    /// Largest allowed top-1 accuracy drop per cell, as a fraction like the spec's
+    /// `max_top1_drop` (0.005 = half a point of top-1).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.005, value_parser = fraction)]
     pub max_top1_drop: f64,
     /// Largest allowed cosine-similarity drop per cell.
     #[arg(long, value_name = "DROP", default_value_t = 0.001)]
@@ -159,7 +171,7 @@ impl GateArgs {
     pub fn thresholds(&self) -> calibench::report::Thresholds {
         calibench::report::Thresholds {
             max_latency_regression_pct: self.max_latency_regression,
-            max_top1_drop_points: self.max_top1_drop,
+            max_top1_drop_points: self.max_top1_drop * 100.0,
             max_cosine_drop: self.max_cosine_drop,
         }
     }
@@ -448,6 +460,11 @@ pub struct RunArgs {
     /// Run all cells one after another on one worker (default: one worker per GPU, in parallel).
     #[arg(long)]
     pub serial: bool,
+
+    /// Let planned cells that could not be measured (no GPU, backend not installed) leave the
+    /// run passing; by default they make it exit 1 (also `[gate] allow_skipped = true`).
+    #[arg(long)]
+    pub allow_skipped: bool,
 
     /// Let criterion draw its HTML report per cell under <run>/criterion/ (seconds per cell).
     #[arg(long, conflicts_with = "no_criterion")]

@@ -16,3 +16,30 @@ pub mod model;
 pub mod report;
 pub mod results;
 pub mod runner;
+
+/// The third-party test corpus beside the checkout (`../shared/fixtures`), for tests.
+#[doc(hidden)]
+pub mod corpus {
+    use std::path::{Path, PathBuf};
+
+    /// `../shared/fixtures/trt-caches` when present. When it is absent the caller's test is
+    /// skipped with a line on stderr saying so, unless `CALIBENCH_REQUIRE_CORPUS=1` (set by
+    /// `.ci/run`), which makes its absence a failure.
+    pub fn trt_caches() -> Option<PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/trt-caches");
+        if dir.is_dir() {
+            return Some(dir);
+        }
+        if std::env::var("CALIBENCH_REQUIRE_CORPUS").is_ok_and(|v| v == "1") {
+            panic!(
+                "CALIBENCH_REQUIRE_CORPUS=1, but the third-party corpus {} is absent",
+                dir.display()
+            );
+        }
+        eprintln!(
+            "skipped: the third-party corpus {} is absent (a clone outside the usual layout); set CALIBENCH_REQUIRE_CORPUS=1 to make that a failure",
+            dir.display()
+        );
+        None
+    }
+}

@@ -13,6 +13,14 @@ use cli::{Cli, Command};
 use commands::Outcome;
 
 fn main() -> ExitCode {
+    // A closed pipe (`calibench cache inspect X | head`) ends the process quietly, as it does
+    // for other command-line tools, instead of a panic in println!. Records are synced to
+    // disk as each cell finishes, so none is lost.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),

@@ -17,12 +17,15 @@ use calibench::model::Tensor;
 use calibench::results::schema::Record;
 use calibench::results::store::read_results;
 
-fn gpu_present() -> bool {
-    let present = calibench::gpu::cuda::driver_present();
-    if !present {
-        eprintln!("skipped: no CUDA driver (libcuda.so) on this machine");
-    }
-    present
+// GPU tests are `#[ignore = "needs a GPU"]`: `cargo test -- --ignored` runs them on a GPU
+// machine, where each checks first that a GPU is really there.
+
+/// Fails the test when it was asked to run (`--ignored`) on a machine without a GPU.
+fn require_gpu() {
+    assert!(
+        calibench::gpu::cuda::driver_present(),
+        "this test needs a GPU (libcuda.so): run `cargo test -- --ignored` on a machine with one"
+    );
 }
 
 /// Builds an engine of `backend` for a model file (GPU 0 for cuda).
@@ -120,10 +123,9 @@ fn onnx_node_cases_plan_or_are_refused_clearly() {
 }
 
 #[test]
+#[ignore = "needs a GPU"]
 fn onnx_node_cases_pass_on_the_cuda_backend() {
-    if !gpu_present() {
-        return;
-    }
+    require_gpu();
     let dir = tempfile::tempdir().unwrap();
     let (mut passed, mut refused, mut failed) = (Vec::new(), Vec::new(), Vec::new());
     for case in common::cases(&[common::PARAMETERS, common::WEIGHTS]) {
@@ -200,10 +202,9 @@ fn compare_logits(a: &Tensor, b: &Tensor) -> (f32, f32, usize) {
 
 /// int8 and best on the GPU against the reference backend with the same cache.
 #[test]
+#[ignore = "needs a GPU"]
 fn int8_and_best_agree_with_the_reference_backend() {
-    if !gpu_present() {
-        return;
-    }
+    require_gpu();
     let (model, cache) = (
         fixtures().join("digits_cnn.onnx"),
         fixtures().join("digits_cnn.entropy.cache"),
@@ -260,17 +261,15 @@ fn fixtures() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/digits")
 }
 
-/// Runs the digits CNN on GPU 0 with the cuda backend through the CLI; `None` without a GPU.
+/// Runs the digits CNN on GPU 0 with the cuda backend through the CLI.
 fn run_digits(
     dir: &Path,
     run_id: &str,
     precisions: &str,
     batches: &str,
     extra: &[&str],
-) -> Option<Vec<Record>> {
-    if !gpu_present() {
-        return None;
-    }
+) -> Vec<Record> {
+    require_gpu();
     let f = fixtures();
     let spec = format!(
         "version = 1\nname = \"cuda\"\n[axes]\nprecisions = [{precisions}]\nbackends = [\"cuda\"]\n\
@@ -303,20 +302,19 @@ fn run_digits(
             record.error
         );
     }
-    Some(records)
+    records
 }
 
 #[test]
+#[ignore = "needs a GPU"]
 fn cuda_graph_launches_are_timed_when_asked() {
-    let Some(records) = run_digits(
+    let records = run_digits(
         tempfile::tempdir().unwrap().path(),
         "graph",
         "\"fp32\"",
         "8",
         &["--use-cuda-graph", "--sync", "blocking"],
-    ) else {
-        return;
-    };
+    );
     let latency = records[0].latency.as_ref().unwrap();
     assert_eq!(latency.clock, "cuda-event (graph)");
     eprintln!("graph launch median {:.4} ms", latency.median_ms);
@@ -324,16 +322,15 @@ fn cuda_graph_launches_are_timed_when_asked() {
 }
 
 #[test]
+#[ignore = "needs a GPU"]
 fn digits_cnn_on_the_gpu_agrees_with_the_fp32_reference() {
-    let Some(records) = run_digits(
+    let records = run_digits(
         tempfile::tempdir().unwrap().path(),
         "cuda",
         "\"fp32\", \"fp16\"",
         "1, 64",
         &[],
-    ) else {
-        return;
-    };
+    );
     assert_eq!(records.len(), 4);
     for record in &records {
         let accuracy = record.accuracy.as_ref().unwrap();
@@ -373,12 +370,11 @@ fn digits_cnn_on_the_gpu_agrees_with_the_fp32_reference() {
 }
 
 #[test]
+#[ignore = "needs a GPU"]
 fn a_rerun_loads_the_stored_engines_instead_of_building() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(first) = run_digits(dir.path(), "first", "\"fp32\", \"fp16\"", "4", &[]) else {
-        return;
-    };
-    let again = run_digits(dir.path(), "again", "\"fp32\", \"fp16\"", "4", &[]).unwrap();
+    let first = run_digits(dir.path(), "first", "\"fp32\", \"fp16\"", "4", &[]);
+    let again = run_digits(dir.path(), "again", "\"fp32\", \"fp16\"", "4", &[]);
     for (a, b) in first.iter().zip(&again) {
         assert!(!a.engine.as_ref().unwrap().cached);
         assert!(b.engine.as_ref().unwrap().cached, "{:?}", b.cell);
@@ -397,10 +393,9 @@ fn a_rerun_loads_the_stored_engines_instead_of_building() {
 /// reference backend's (fp32 on both sides: minmax exactly up to rounding, entropy's
 /// histogram thresholds within a bin).
 #[test]
+#[ignore = "needs a GPU"]
 fn calibration_on_the_gpu_matches_the_reference_backend() {
-    if !gpu_present() {
-        return;
-    }
+    require_gpu();
     let dir = tempfile::tempdir().unwrap();
     let f = fixtures();
     let read = |method: &str, backend: &str| {
@@ -857,10 +852,9 @@ fn best_runs_a_convolution_that_kept_fp16_on_tensor_cores_over_nchw() {
 /// int8 ones, NCHW between them) agree with the reference backend's best within what int8
 /// itself changes (int8 vs fp32), as best does on the digits model.
 #[test]
+#[ignore = "needs a GPU"]
 fn best_with_tensor_cores_agrees_with_the_reference_backend() {
-    if !gpu_present() {
-        return;
-    }
+    require_gpu();
     let batch = 256;
     let cnn = Cnn32::new(batch);
     let (fp32, _) = cnn.infer(&ReferenceBackend, Precision::Fp32);
@@ -911,10 +905,9 @@ fn best_with_tensor_cores_agrees_with_the_reference_backend() {
 /// samples move by one rounding step somewhere), and at fp16 with the fp32 reference within
 /// fp16's own error.
 #[test]
+#[ignore = "needs a GPU"]
 fn tensor_core_convolutions_agree_with_the_reference_backend() {
-    if !gpu_present() {
-        return;
-    }
+    require_gpu();
     let batch = 256;
     let cnn = Cnn32::new(batch);
     let infer = |backend: &dyn Backend, precision: Precision| cnn.infer(backend, precision).0;
@@ -961,13 +954,12 @@ fn tensor_core_convolutions_agree_with_the_reference_backend() {
 /// |x| histogram equal, bit for bit and count for count, what the host computes from the same
 /// engine's values (so the caches are the ones host statistics would give).
 #[test]
+#[ignore = "needs a GPU"]
 fn calibration_statistics_reduced_on_the_gpu_equal_the_hosts() {
     use calibench::cache::calibrate::{ActivationSource, EngineActivations, Reduced, Statistic};
     use calibench::model::data::Dataset;
     use calibench::model::onnx::OnnxModel;
-    if !gpu_present() {
-        return;
-    }
+    require_gpu();
     let model = OnnxModel::load(&fixtures().join("digits_cnn.onnx")).unwrap();
     let tensors = model.quantizable_tensors();
     let data = Dataset::read(&fixtures().join("calib.npy"), &["input".to_string()]).unwrap();

@@ -105,6 +105,8 @@ fn record(
                 ..Default::default()
             }],
         }),
+        expected: None,
+        thresholds: None,
         calibench: ToolInfo {
             version: "0.1.0".into(),
             git_commit: "0123456789ab".into(),
@@ -389,4 +391,111 @@ fn shards_merge_and_compare_gates() {
     assert!(std::fs::read_to_string(&html)
         .unwrap()
         .contains("Baseline gate"));
+}
+
+/// A cuda cell on one GPU, so that speed counts (the reference backend only simulates).
+fn gpu_record(precision: Precision, cache: Option<&str>, median: f64, batch: usize) -> Record {
+    let mut r = record("m", cache, precision, 0.98, median, Status::Ok);
+    r.cell.backend = BackendKind::Cuda;
+    r.cell.device = "GPU-1".into();
+    r.cell.batch = batch;
+    r.key = r.cell.key();
+    r.gpu = Some(GpuInfo {
+        name: "NVIDIA H200".into(),
+        uuid: "GPU-1".into(),
+        ..Default::default()
+    });
+    r
+}
+
+#[test]
+fn verdict_speed_figures_equal_the_matrix_and_stand_apart_from_accuracy() {
+    use calibench::report::portability::{analyze, Verdict};
+    // int8 b1 slower than fp16, int8 b64 faster: the verdict and the matrix quote one range.
+    let records = vec![
+        gpu_record(Precision::Fp16, None, 1.0, 1),
+        gpu_record(Precision::Int8, Some("c"), 1.0 / 0.72, 1),
+        gpu_record(Precision::Fp16, None, 1.12, 64),
+        gpu_record(Precision::Int8, Some("c"), 1.0, 64),
+    ];
+    let a = analyze(&records);
+    let v = &a.verdicts[0];
+    assert_eq!(
+        v.verdict,
+        Verdict::ReuseOk,
+        "speed does not change the accuracy verdict"
+    );
+    assert!(v.speed.contains("0.72–1.12×"), "{}", v.speed);
+    assert_eq!(a.matrices[0].rows[0].cells[0].speedup, "0.72–1.12×");
+}
+
+#[test]
+fn caution_comes_from_the_spec_and_names_its_threshold() {
+    use calibench::report::portability::{analyze, Verdict};
+    let mut int8 = gpu_record(Precision::Int8, Some("c"), 1.0, 1);
+    int8.accuracy.as_mut().unwrap().outputs[0].cosine = 0.99727;
+    // No caution band in the spec: the gate (0.99) alone decides, and it passed.
+    int8.thresholds = Some(VerdictThresholds {
+        min_cosine: Some(0.99),
+        ..Default::default()
+    });
+    let a = analyze(std::slice::from_ref(&int8));
+    assert_eq!(
+        a.verdicts[0].verdict,
+        Verdict::ReuseOk,
+        "{:?}",
+        a.verdicts[0]
+    );
+    // With `[gate] caution_min_cosine = 0.999` the same cell is "with caution", saying why.
+    int8.thresholds.as_mut().unwrap().caution_min_cosine = Some(0.999);
+    let a = analyze(&[int8]);
+    let v = &a.verdicts[0];
+    assert_eq!(v.verdict, Verdict::ReuseWithCaution);
+    assert!(
+        v.reasons[0].contains("cosine 0.99727 < caution threshold 0.999")
+            && v.reasons[0].contains("gate is 0.99"),
+        "{:?}",
+        v.reasons
+    );
+}
+
+#[test]
+fn skipped_targets_are_not_measured_and_block_the_sign_off() {
+    use calibench::report::portability::{analyze, sign_off, Verdict};
+    let mut skipped = gpu_record(Precision::Int8, Some("c"), 1.0, 1);
+    skipped.status = Status::Skipped;
+    skipped.latency = None;
+    skipped.accuracy = None;
+    skipped.gpu = None;
+    skipped.cell.device = "name~L4".into();
+    skipped.key = skipped.cell.key();
+    skipped.error = Some(CellError {
+        phase: "setup".into(),
+        message: "GPU name~L4 is not present on this host".into(),
+    });
+    let ok = record("m", Some("c"), Precision::Int8, 0.98, 1.0, Status::Ok);
+    let a = analyze(&[ok.clone(), skipped]);
+    let missing = a
+        .verdicts
+        .iter()
+        .find(|v| v.target.contains("name~L4"))
+        .expect("the skipped target keeps its verdict row");
+    assert_eq!(missing.verdict, Verdict::NotMeasured);
+    let so = sign_off(&a);
+    assert!(!so.ready);
+    assert!(
+        so.blockers.iter().any(|b| b.contains("name~L4")),
+        "{:?}",
+        so.blockers
+    );
+    let m = &a.matrices[0];
+    let col = m
+        .targets
+        .iter()
+        .position(|t| t.contains("name~L4"))
+        .unwrap();
+    assert_eq!(m.rows[0].cells[col].accuracy, "not measured");
+    // Nothing measured at all is never ready either.
+    assert!(!sign_off(&analyze(&[])).ready);
+    assert!(sign_off(&analyze(&[ok])).ready);
 }

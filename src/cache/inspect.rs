@@ -165,6 +165,9 @@ mod tests {
 
     #[test]
     fn mpnet_cache_flags_its_zero_and_inf_scales() {
+        let Some(_corpus) = crate::corpus::trt_caches() else {
+            return; // said why on stderr; CI requires the corpus
+        };
         let c = CalibrationCache::read(&fixture(
             "isaid22__TensorRT-Optimization-MPNet__calibration.cache",
         ))

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use calibench::matrix::{expand, select, Cell, Spec};
+use calibench::matrix::{expand, select_checked, Cell, Spec};
 use serde::Serialize;
 
 use super::Outcome;
@@ -18,7 +18,8 @@ struct CellRow<'a> {
 pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
     let loaded = Spec::load(&args.matrix)?;
     let total = expand(&loaded.spec).len();
-    let cells = select(&loaded.spec, &args.selection.filter(), args.selection.shard);
+    let cells = select_checked(&loaded.spec, &args.selection.filter(), args.selection.shard)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.matrix.display()))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let rows: Vec<CellRow> = cells

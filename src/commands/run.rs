@@ -44,6 +44,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
                 .clone()
                 .unwrap_or_else(|| args.output.join(".cache").join("engines"))
         }),
+        allow_skipped: args.allow_skipped,
         telemetry_period: (args.telemetry_ms > 0)
             .then(|| std::time::Duration::from_millis(args.telemetry_ms)),
     };
@@ -59,15 +60,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
         }
     }
     let s = runner::run(&loaded, &opts)?;
-    let resumed = if s.already_recorded > 0 {
-        format!(", {} recorded earlier", s.already_recorded)
-    } else {
-        String::new()
-    };
-    eprintln!(
-        "{} cell(s): {} ok, {} failed, {} skipped{resumed}",
-        s.selected, s.ok, s.failed, s.skipped
-    );
+    eprintln!("{}", s.line());
     eprintln!("results: {}", s.run_dir.join("results.jsonl").display());
     // The run folder on stdout, for scripts: `run=$(calibench run m.toml -q)`.
     println!("{}", s.run_dir.display());

@@ -188,6 +188,68 @@ impl Filter {
     }
 }
 
+impl FilterField {
+    fn name(self) -> &'static str {
+        match self {
+            FilterField::Model => "model",
+            FilterField::Cache => "cache",
+            FilterField::Device => "device",
+            FilterField::Precision => "precision",
+            FilterField::Backend => "backend",
+            FilterField::Batch => "batch",
+        }
+    }
+}
+
+impl fmt::Display for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .conditions
+            .iter()
+            .map(|(k, v)| format!("{}={v}", k.name()))
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// Why a filter selects no cell of `cells`: each condition whose key has no matching value,
+/// with the values the matrix has for that key; or, when every condition matches some cell,
+/// that their combination matches none.
+pub fn explain_empty(filter: &Filter, cells: &[Cell]) -> String {
+    let mut why = Vec::new();
+    let mut fields: Vec<FilterField> = filter.conditions.iter().map(|(f, _)| *f).collect();
+    fields.dedup();
+    for field in fields {
+        let mut values: Vec<String> = cells.iter().map(|c| c.field(field)).collect();
+        values.sort();
+        values.dedup();
+        let patterns: Vec<&str> = filter
+            .conditions
+            .iter()
+            .filter(|(f, _)| *f == field)
+            .map(|(_, p)| p.as_str())
+            .collect();
+        if !values
+            .iter()
+            .any(|v| patterns.iter().any(|p| glob_match(p, v)))
+        {
+            why.push(format!(
+                "{} {} is none of the matrix's: {}",
+                field.name(),
+                patterns.join(" or "),
+                values.join(", ")
+            ));
+        }
+    }
+    if why.is_empty() {
+        why.push("each condition matches some cell, but no cell matches all of them".into());
+    }
+    format!(
+        "--only {filter} selects no cell of the matrix ({})\nfix: check the ids and values with `calibench plan MATRIX`",
+        why.join("; ")
+    )
+}
+
 /// `*`-only glob matching.
 fn glob_match(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
@@ -268,6 +330,21 @@ pub fn select(spec: &Spec, filter: &Filter, shard: Option<Shard>) -> Vec<Cell> {
         Some(s) => s.select(&cells),
         None => cells,
     }
+}
+
+/// [`select`], refusing a filter that selects nothing (a typo in `--only` must not turn into
+/// a run that passes because nothing ran). An empty shard is not an error: more runners than
+/// cells leaves some with none.
+pub fn select_checked(
+    spec: &Spec,
+    filter: &Filter,
+    shard: Option<Shard>,
+) -> Result<Vec<Cell>, String> {
+    let all = expand(spec);
+    if !filter.is_empty() && !all.iter().any(|c| filter.matches(c)) {
+        return Err(explain_empty(filter, &all));
+    }
+    Ok(select(spec, filter, shard))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! crosses them into [`Cell`]s, filtered and sharded. This module knows cells, not how they run.
 
 pub mod expand;
+pub mod gate;
 pub mod spec;
 
 use std::fmt;
@@ -9,7 +10,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use expand::{expand, select, Cell, Filter, FilterError, Shard};
+pub use expand::{expand, select, select_checked, Cell, Filter, FilterError, Shard};
+pub use gate::{ExpectSpec, Expectation, ExpectedStatus, GateSpec};
 pub use spec::{LoadedSpec, Spec, SpecError};
 
 /// A precision flag, with trtexec's meaning.

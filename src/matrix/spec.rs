@@ -255,6 +255,12 @@ pub struct Spec {
     /// Mock backend settings.
     #[serde(default)]
     pub mock: MockSpec,
+    /// What makes the run pass beyond each cell's gates (skipped cells, caution band).
+    #[serde(default)]
+    pub gate: super::gate::GateSpec,
+    /// Cells known to fail or be skipped, with why (pytest's xfail).
+    #[serde(default)]
+    pub expect: Vec<super::gate::ExpectSpec>,
 }
 
 /// One thing wrong with a spec: where, what, and how to fix it.
@@ -570,6 +576,13 @@ impl Spec {
                 "measurement time must be positive".into(),
                 "set latency.measurement_ms = 1000, for example".into(),
             );
+        }
+        if out.is_empty() {
+            out.extend(super::gate::problems(
+                &self.gate,
+                &self.expect,
+                &super::expand(self),
+            ));
         }
         for (i, cond) in self.mock.fail.iter().enumerate() {
             if let Err(e) = super::Filter::parse(cond) {

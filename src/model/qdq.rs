@@ -95,9 +95,15 @@ fn fp16_nodes(src: &str, dst: &str) -> Vec<pb::NodeProto> {
 
 /// Per-channel symmetric scales (max-abs / 127) along `axis` of a tensor.
 pub fn per_channel_scales(dims: &[i64], data: &[f32], axis: usize) -> Vec<f32> {
-    let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
-    let channels = dims[axis];
+    let dims: Vec<usize> = dims.iter().map(|&d| d.max(0) as usize).collect();
+    let Some(&channels) = dims.get(axis) else {
+        return Vec::new();
+    };
     let inner: usize = dims[axis + 1..].iter().product();
+    if channels == 0 || inner == 0 {
+        // An empty tensor: nothing to measure, every scale 1.
+        return vec![1.0; channels];
+    }
     let mut amax = vec![0f32; channels];
     for (i, v) in data.iter().enumerate() {
         let c = (i / inner) % channels;
@@ -131,6 +137,11 @@ pub fn apply(model: &OnnxModel, plan: &PrecisionPlan) -> OnnxModel {
             .constant(&n.input[slot])
             .expect("weight_axis checked it");
         let Some(data) = float_data(w) else { continue };
+        let elements = w.dims.iter().try_fold(1i64, |a, &d| a.checked_mul(d));
+        if data.is_empty() || elements != Some(data.len() as i64) {
+            // An empty (zero-length) or malformed weight: nothing to quantize.
+            continue;
+        }
         let axis_u = axis as usize;
         let scales = per_channel_scales(&w.dims, &data, axis_u);
         let base = format!("{}{TAG}_w{index}", n.input[slot]);

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::baseline::BaselineReport;
 use super::charts;
-use super::portability::{analyze, Analysis, CellSummary, Verdict};
+use super::portability::{analyze, sign_off, Analysis, CellSummary, Verdict};
 use crate::results::export::md_cell;
 use crate::results::schema::{Record, Status};
 
@@ -138,6 +138,7 @@ pub fn render_html(records: &[Record], opts: &ReportOptions<'_>) -> anyhow::Resu
     );
     ctx.insert("environment", &environment(records));
     ctx.insert("sign_off", &opts.sign_off);
+    ctx.insert("signoff", &sign_off(&analysis));
     ctx.insert(
         "baseline",
         &opts
@@ -151,6 +152,7 @@ pub fn render_html(records: &[Record], opts: &ReportOptions<'_>) -> anyhow::Resu
 struct VerdictCounts {
     ok: usize,
     caution: usize,
+    not_measured: usize,
     recalibrate: usize,
 }
 
@@ -159,6 +161,7 @@ fn verdict_counts(a: &Analysis) -> VerdictCounts {
     VerdictCounts {
         ok: n(Verdict::ReuseOk),
         caution: n(Verdict::ReuseWithCaution),
+        not_measured: n(Verdict::NotMeasured),
         recalibrate: n(Verdict::Recalibrate),
     }
 }
@@ -168,7 +171,7 @@ pub fn render_markdown(records: &[Record], opts: &ReportOptions<'_>) -> String {
     let a = analyze(records);
     let c = verdict_counts(&a);
     let mut s = format!(
-        "## {}\n\n{} cells: {} ok, {} failed, {} skipped. Verdicts: **{} reuse OK**, **{} with caution**, **{} recalibrate**.\n\n",
+        "## {}\n\n{} cells: {} ok, {} failed, {} skipped. Verdicts: **{} reuse OK**, **{} with caution**, **{} not measured**, **{} recalibrate**.\n\n",
         md_cell(&opts.title),
         records.len(),
         count(records, Status::Ok),
@@ -176,19 +179,37 @@ pub fn render_markdown(records: &[Record], opts: &ReportOptions<'_>) -> String {
         count(records, Status::Skipped),
         c.ok,
         c.caution,
+        c.not_measured,
         c.recalibrate
     );
+    if opts.sign_off {
+        let so = sign_off(&a);
+        if so.ready {
+            s.push_str("**Ready to sign:** every planned cache × target pair was measured and passed (or failed as expected).\n\n");
+        } else {
+            s.push_str("**Not ready to sign:**\n\n");
+            for b in &so.blockers {
+                s.push_str(&format!("- {}\n", md_cell(b)));
+            }
+            s.push('\n');
+        }
+    }
     s.push_str(
-        "| model | cache (origin) | target | verdict | why |\n| --- | --- | --- | --- | --- |\n",
+        "| model | cache (origin) | target | verdict | speed | why |\n| --- | --- | --- | --- | --- | --- |\n",
     );
     for v in &a.verdicts {
+        let label = match &v.expected {
+            Some(_) => format!("{} (expected)", v.label),
+            None => v.label.to_string(),
+        };
         s.push_str(&format!(
-            "| {} | {} ({}) | {} | **{}** | {} |\n",
+            "| {} | {} ({}) | {} | **{}** | {} | {} |\n",
             md_cell(&v.model),
             md_cell(&v.cache),
             md_cell(v.origin.as_deref().unwrap_or("origin unknown")),
             md_cell(&v.target),
-            v.label,
+            label,
+            md_cell(&v.speed),
             md_cell(&v.reasons.join("; "))
         ));
     }

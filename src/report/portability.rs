@@ -5,13 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::matrix::Precision;
+use crate::matrix::{ExpectedStatus, Precision};
 use crate::results::schema::{Record, Status};
-
-/// Top-1 drops (points) beyond this make a reuse "with caution".
-pub const CAUTION_TOP1_DROP_POINTS: f64 = 0.25;
-/// Cosine similarity below this makes a reuse "with caution".
-pub const CAUTION_COSINE: f64 = 0.999;
 
 /// What a release manager should do with a cache on a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -21,6 +16,9 @@ pub enum Verdict {
     ReuseOk,
     /// Within tolerance, but degraded or measured under noise.
     ReuseWithCaution,
+    /// Some of its cells were planned but not measured (no GPU, backend absent, setup
+    /// failed): nothing can be said, and nothing may be signed.
+    NotMeasured,
     /// A gate failed, or the engine could not be built: calibrate on this target.
     Recalibrate,
 }
@@ -31,6 +29,7 @@ impl Verdict {
         match self {
             Verdict::ReuseOk => "reuse OK",
             Verdict::ReuseWithCaution => "reuse with caution",
+            Verdict::NotMeasured => "not measured",
             Verdict::Recalibrate => "recalibrate",
         }
     }
@@ -101,6 +100,13 @@ pub struct CellSummary {
     pub noisy: Option<String>,
     /// Diagnostics of the build, each "message (fix: …)".
     pub diagnostics: Vec<String>,
+    /// The `[[expect]]` outcome of this cell, "failed: reason".
+    pub expected: Option<String>,
+    /// The cell's verdict thresholds (its gate and the spec's caution band).
+    #[serde(skip)]
+    pub thresholds: crate::results::schema::VerdictThresholds,
+    /// Planned but not measured (skipped, or its setup failed).
+    pub not_measured: bool,
 }
 
 /// The verdict for one model × cache × target.
@@ -120,6 +126,14 @@ pub struct VerdictRow {
     pub label: &'static str,
     /// Why.
     pub reasons: Vec<String>,
+    /// Every failing cell failed as an `[[expect]]` table says (its reason).
+    pub expected: Option<String>,
+    /// Cells an `[[expect]]` table says fail, which passed (the expectation is stale).
+    pub unexpected_passes: Vec<String>,
+    /// The speed verdict, apart from accuracy: int8/best against fp16 on this target.
+    pub speed: String,
+    /// CSS class of the speed verdict: good, warn, bad or none.
+    pub speed_class: &'static str,
 }
 
 /// A cell of a portability matrix.
@@ -308,6 +322,12 @@ pub fn analyze(records: &[Record]) -> Analysis {
                 .iter()
                 .map(|d| format!("{} (fix: {})", d.message, d.fix))
                 .collect(),
+            expected: r
+                .expected
+                .as_ref()
+                .map(|e| format!("{}: {}", e.status.as_str(), e.reason)),
+            thresholds: r.thresholds.unwrap_or_default(),
+            not_measured: not_measured(r),
         });
     }
     let verdicts = verdicts(records, &cells);
@@ -319,14 +339,71 @@ pub fn analyze(records: &[Record]) -> Analysis {
     }
 }
 
+/// Whether a record was planned but not measured: skipped, or failed before anything was
+/// built (backend, GPU or data unavailable). Such a cell says nothing about the cache.
+fn not_measured(r: &Record) -> bool {
+    r.status == Status::Skipped
+        || (r.status == Status::Failed && r.error.as_ref().is_some_and(|e| e.phase == "setup"))
+}
+
+/// The smallest and largest speed-up over fp16 of real (not simulated) cells.
+fn speed_range<'a>(cells: impl Iterator<Item = &'a CellSummary>) -> Option<(f64, f64)> {
+    cells
+        .filter(|c| c.backend != "reference")
+        .filter_map(|c| c.speedup_vs_fp16)
+        .fold(None, |r, s| {
+            Some(r.map_or((s, s), |(lo, hi): (f64, f64)| (lo.min(s), hi.max(s))))
+        })
+}
+
+/// "1.71×" or "0.72–1.12×": the same text in verdicts and matrices.
+fn speed_text(range: (f64, f64)) -> String {
+    let (lo, hi) = range;
+    if format!("{lo:.2}") == format!("{hi:.2}") {
+        format!("{lo:.2}×")
+    } else {
+        format!("{lo:.2}–{hi:.2}×")
+    }
+}
+
+/// The speed verdict of a cache on a target, apart from its accuracy.
+fn speed_verdict(members: &[&CellSummary]) -> (String, &'static str) {
+    let measured: Vec<&CellSummary> = members
+        .iter()
+        .copied()
+        .filter(|c| c.status == "ok")
+        .collect();
+    if !measured.is_empty() && measured.iter().all(|c| c.backend == "reference") {
+        return ("n/a: CPU simulation".into(), "none");
+    }
+    match speed_range(measured.iter().copied()) {
+        None => ("not measured".into(), "none"),
+        Some(r) if r.0 >= 1.0 => (
+            format!("int8/best {} fp16 speed: faster", speed_text(r)),
+            if r.0 >= 1.2 { "good" } else { "warn" },
+        ),
+        Some(r) if r.1 >= 1.0 => (
+            format!(
+                "int8/best {} fp16 speed: some cells no faster than fp16",
+                speed_text(r)
+            ),
+            "warn",
+        ),
+        Some(r) => (
+            format!(
+                "int8/best {} fp16 speed: no faster than fp16 here",
+                speed_text(r)
+            ),
+            "bad",
+        ),
+    }
+}
+
 fn verdicts(records: &[Record], cells: &[CellSummary]) -> Vec<VerdictRow> {
     type Members<'a> = Vec<(&'a Record, &'a CellSummary)>;
     let mut groups: BTreeMap<(String, String, String), Members> = BTreeMap::new();
     for (r, c) in records.iter().zip(cells) {
-        // Setup failures (backend or GPU unavailable, data unreadable) say nothing about the cache.
-        let setup_failure =
-            r.status == Status::Failed && r.error.as_ref().is_some_and(|e| e.phase == "setup");
-        if r.cell.precision.needs_cache() && r.status != Status::Skipped && !setup_failure {
+        if r.cell.precision.needs_cache() {
             groups
                 .entry((c.model.clone(), c.cache.clone(), c.target.clone()))
                 .or_default()
@@ -344,42 +421,77 @@ fn verdicts(records: &[Record], cells: &[CellSummary]) -> Vec<VerdictRow> {
                     reasons.push(why);
                 }
             };
+            let mut failing = 0;
+            let mut expected_failing = Vec::new();
+            let mut unexpected_passes = Vec::new();
             for (r, c) in &members {
                 let tag = format!("{} b{}", c.precision, c.batch);
+                let first = c
+                    .error
+                    .as_deref()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let expected = r.expected.as_ref();
+                if c.not_measured {
+                    let why = match expected.filter(|e| e.status == ExpectedStatus::Skipped) {
+                        Some(e) => format!("{tag}: not measured, as expected ({})", e.reason),
+                        None => format!("{tag}: not measured: {first}"),
+                    };
+                    raise(Verdict::NotMeasured, why, &mut reasons);
+                    continue;
+                }
                 if r.status == Status::Failed {
+                    failing += 1;
                     let phase = c.error_phase.clone().unwrap_or_default();
-                    let first = c
-                        .error
-                        .as_deref()
-                        .unwrap_or("")
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                        .to_string();
-                    let why = if phase == "accuracy" {
+                    let mut why = if phase == "accuracy" {
                         format!("{tag}: accuracy gate failed: {first}")
                     } else {
                         format!("{tag}: {phase} failed: {first}")
                     };
+                    if let Some(e) = expected.filter(|e| e.status == ExpectedStatus::Failed) {
+                        why = format!("{why} (expected: {})", e.reason);
+                        expected_failing.push(e.reason.clone());
+                    }
                     raise(Verdict::Recalibrate, why, &mut reasons);
                     continue;
                 }
-                if let Some(d) = c
-                    .delta_top1_vs_fp32
-                    .filter(|d| *d < -CAUTION_TOP1_DROP_POINTS)
-                {
-                    raise(
-                        Verdict::ReuseWithCaution,
-                        format!("{tag}: top-1 {d:+.2} points vs fp32"),
-                        &mut reasons,
-                    );
+                if let Some(e) = expected {
+                    unexpected_passes.push(c.key.clone());
+                    reasons.push(format!(
+                        "{tag}: passed, but the spec expects it to be {} ({}): update the [[expect]] table",
+                        e.status.as_str(),
+                        e.reason
+                    ));
                 }
-                if let Some(cos) = c.cosine.filter(|c| *c < CAUTION_COSINE) {
-                    raise(
-                        Verdict::ReuseWithCaution,
-                        format!("{tag}: cosine {cos:.5} < {CAUTION_COSINE}"),
-                        &mut reasons,
-                    );
+                let t = &c.thresholds;
+                if let (Some(d), Some(limit)) = (c.delta_top1_vs_fp32, t.caution_max_top1_drop) {
+                    if -d > limit * 100.0 {
+                        raise(
+                            Verdict::ReuseWithCaution,
+                            format!(
+                                "{tag}: top-1 {d:+.2} points vs fp32, beyond the caution threshold of {:.2} points (gate.caution_max_top1_drop = {limit})",
+                                limit * 100.0
+                            ),
+                            &mut reasons,
+                        );
+                    }
+                }
+                if let (Some(cos), Some(limit)) = (c.cosine, t.caution_min_cosine) {
+                    if cos < limit {
+                        let gate = t
+                            .min_cosine
+                            .map_or(String::new(), |g| format!("; its gate is {g}"));
+                        raise(
+                            Verdict::ReuseWithCaution,
+                            format!(
+                                "{tag}: cosine {cos:.5} < caution threshold {limit} (gate.caution_min_cosine{gate})"
+                            ),
+                            &mut reasons,
+                        );
+                    }
                 }
                 if c.fp32_layers > 0 {
                     raise(
@@ -388,17 +500,6 @@ fn verdicts(records: &[Record], cells: &[CellSummary]) -> Vec<VerdictRow> {
                             "{tag}: {} layer(s) had no usable scale and ran fp32",
                             c.fp32_layers
                         ),
-                        &mut reasons,
-                    );
-                }
-                // The reference backend simulates precisions on the CPU: its speed says nothing about a GPU.
-                if let Some(s) = c
-                    .speedup_vs_fp16
-                    .filter(|s| *s < 1.0 && c.backend != "reference")
-                {
-                    raise(
-                        Verdict::ReuseWithCaution,
-                        format!("{tag}: {s:.2}× fp16 speed, no faster than fp16"),
                         &mut reasons,
                     );
                 }
@@ -414,6 +515,10 @@ fn verdicts(records: &[Record], cells: &[CellSummary]) -> Vec<VerdictRow> {
                 reasons.push("within tolerance and not degraded".into());
             }
             let origin = members.first().and_then(|(_, c)| c.origin.clone());
+            let cells: Vec<&CellSummary> = members.iter().map(|(_, c)| *c).collect();
+            let (speed, speed_class) = speed_verdict(&cells);
+            let expected = (failing > 0 && expected_failing.len() == failing)
+                .then(|| expected_failing.join("; "));
             VerdictRow {
                 model,
                 cache,
@@ -422,6 +527,10 @@ fn verdicts(records: &[Record], cells: &[CellSummary]) -> Vec<VerdictRow> {
                 verdict,
                 label: verdict.label(),
                 reasons,
+                expected,
+                unexpected_passes,
+                speed,
+                speed_class,
             }
         })
         .collect();
@@ -433,13 +542,83 @@ fn verdicts(records: &[Record], cells: &[CellSummary]) -> Vec<VerdictRow> {
     rows
 }
 
+/// Whether a release can be signed off, and what stands in the way.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignOff {
+    /// Every planned cache × target pair has all its cells measured and passing (or failing
+    /// as expected), and at least one pair was judged.
+    pub ready: bool,
+    /// What stands in the way, one line each.
+    pub blockers: Vec<String>,
+}
+
+/// The sign-off of an analysis: never "ready" when nothing was measured.
+pub fn sign_off(a: &Analysis) -> SignOff {
+    let mut blockers = Vec::new();
+    if a.verdicts.is_empty() {
+        blockers.push(
+            "no int8/best cell was run: there is no cache × target pair to sign off".to_string(),
+        );
+    }
+    for v in &a.verdicts {
+        let pair = format!("{} · {} on {}", v.model, v.cache, v.target);
+        match v.verdict {
+            Verdict::NotMeasured => blockers.push(format!("{pair}: not measured")),
+            Verdict::Recalibrate if v.expected.is_none() => {
+                blockers.push(format!("{pair}: recalibrate"))
+            }
+            _ => {}
+        }
+        for key in &v.unexpected_passes {
+            blockers.push(format!("{key}: passed although the spec expects otherwise"));
+        }
+    }
+    let unmeasured: Vec<&str> = a
+        .cells
+        .iter()
+        .filter(|c| c.not_measured && c.cache == "-")
+        .map(|c| c.key.as_str())
+        .collect();
+    if !unmeasured.is_empty() {
+        blockers.push(format!(
+            "{} fp32/fp16 cell(s) not measured: {}",
+            unmeasured.len(),
+            unmeasured.join(", ")
+        ));
+    }
+    let failed: Vec<&str> = a
+        .cells
+        .iter()
+        .filter(|c| c.cache == "-" && c.status == "failed" && !c.not_measured)
+        .filter(|c| {
+            !c.expected
+                .as_deref()
+                .is_some_and(|e| e.starts_with("failed"))
+        })
+        .map(|c| c.key.as_str())
+        .collect();
+    if !failed.is_empty() {
+        blockers.push(format!(
+            "{} fp32/fp16 cell(s) failed: {}",
+            failed.len(),
+            failed.join(", ")
+        ));
+    }
+    SignOff {
+        ready: blockers.is_empty(),
+        blockers,
+    }
+}
+
 fn matrices(cells: &[CellSummary]) -> Vec<PortabilityMatrix> {
     let models: BTreeSet<&str> = cells.iter().map(|c| c.model.as_str()).collect();
     let mut out = Vec::new();
     for model in models {
+        // Targets whose cells were all skipped stay as columns: a GPU that did not run is
+        // shown as "not measured", never dropped.
         let quantized: Vec<&CellSummary> = cells
             .iter()
-            .filter(|c| c.model == model && c.cache != "-" && c.status != "skipped")
+            .filter(|c| c.model == model && c.cache != "-")
             .collect();
         if quantized.is_empty() {
             continue;
@@ -457,8 +636,9 @@ fn matrices(cells: &[CellSummary]) -> Vec<PortabilityMatrix> {
                 let cells = targets
                     .iter()
                     .map(|t| {
-                        let mine: Vec<&&CellSummary> = quantized
+                        let mine: Vec<&CellSummary> = quantized
                             .iter()
+                            .copied()
                             .filter(|c| c.cache == cache && c.target == *t)
                             .collect();
                         matrix_cell(&mine)
@@ -481,16 +661,23 @@ fn matrices(cells: &[CellSummary]) -> Vec<PortabilityMatrix> {
 }
 
 /// The worst of a cache's int8/best cells on one target.
-fn matrix_cell(cells: &[&&CellSummary]) -> MatrixCell {
+fn matrix_cell(all: &[&CellSummary]) -> MatrixCell {
+    let cells: Vec<&CellSummary> = all.iter().copied().filter(|c| !c.not_measured).collect();
     if cells.is_empty() {
         return MatrixCell {
-            accuracy: "not run".into(),
+            accuracy: if all.is_empty() {
+                "not run"
+            } else {
+                "not measured"
+            }
+            .into(),
             accuracy_class: "none",
             speedup: "-".into(),
             speedup_class: "none",
         };
     }
     let failed = cells.iter().any(|c| c.status == "failed");
+    let partly = cells.len() < all.len();
     let worst_delta = cells
         .iter()
         .filter_map(|c| c.delta_top1_vs_fp32)
@@ -499,10 +686,6 @@ fn matrix_cell(cells: &[&&CellSummary]) -> MatrixCell {
         .iter()
         .filter_map(|c| c.cosine)
         .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.min(d))));
-    let best_speed = cells
-        .iter()
-        .filter_map(|c| c.speedup_vs_fp16)
-        .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))));
     let mut accuracy = match worst_delta {
         Some(d) => format!("{d:+.2} pt"),
         None => String::new(),
@@ -514,22 +697,34 @@ fn matrix_cell(cells: &[&&CellSummary]) -> MatrixCell {
         ));
     }
     accuracy.push_str(if failed { " ✗" } else { " ✓" });
-    let accuracy_class = if failed || worst_delta.is_some_and(|d| d < -1.0) {
+    if partly {
+        accuracy.push_str(" (partly measured)");
+    }
+    let caution = |c: &&CellSummary| {
+        let t = &c.thresholds;
+        t.caution_min_cosine
+            .zip(c.cosine)
+            .is_some_and(|(limit, cos)| cos < limit)
+            || t.caution_max_top1_drop
+                .zip(c.delta_top1_vs_fp32)
+                .is_some_and(|(limit, d)| -d > limit * 100.0)
+    };
+    let accuracy_class = if failed {
         "bad"
-    } else if worst_delta.is_some_and(|d| d < -CAUTION_TOP1_DROP_POINTS)
-        || min_cos.is_some_and(|c| c < CAUTION_COSINE)
-    {
+    } else if partly || cells.iter().any(caution) {
         "warn"
     } else {
         "good"
     };
-    let simulated = cells.iter().all(|c| c.backend == "reference");
-    let (speedup, speedup_class) = match best_speed {
-        Some(_) if simulated => ("n/a: CPU simulation".into(), "none"),
-        Some(s) if s >= 1.2 => (format!("{s:.2}×"), "good"),
-        Some(s) if s >= 1.0 => (format!("{s:.2}×"), "warn"),
-        Some(s) => (format!("{s:.2}×"), "bad"),
-        None => ("-".into(), "none"),
+    let (speedup, speedup_class) = if cells.iter().all(|c| c.backend == "reference") {
+        ("n/a: CPU simulation".into(), "none")
+    } else {
+        match speed_range(cells.iter().copied()) {
+            Some(r) if r.0 >= 1.2 => (speed_text(r), "good"),
+            Some(r) if r.0 >= 1.0 => (speed_text(r), "warn"),
+            Some(r) => (speed_text(r), "bad"),
+            None => ("-".into(), "none"),
+        }
     };
     MatrixCell {
         accuracy: accuracy.trim().to_string(),

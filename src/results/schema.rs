@@ -305,6 +305,24 @@ pub struct Environment {
     pub flake_lock_sha256: Option<String>,
 }
 
+/// The thresholds a cell's verdict is judged by, recorded with it so that a report of merged
+/// runs judges every cell by its own spec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct VerdictThresholds {
+    /// The gate's minimum cosine similarity (first output), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_cosine: Option<f64>,
+    /// The gate's maximum top-1 drop (fraction), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_top1_drop: Option<f64>,
+    /// Cosine below which a passing cell is "reuse with caution".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caution_min_cosine: Option<f64>,
+    /// Top-1 drop against fp32 (fraction) beyond which a passing cell is "with caution".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caution_max_top1_drop: Option<f64>,
+}
+
 /// One finished cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -350,6 +368,12 @@ pub struct Record {
     /// Accuracy, when measured.
     #[serde(default)]
     pub accuracy: Option<Accuracy>,
+    /// How the spec's `[[expect]]` tables say this cell ends, if one names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<crate::matrix::Expectation>,
+    /// The thresholds its verdict is judged by (the gates and the spec's caution band).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<VerdictThresholds>,
     /// calibench version and commit.
     pub calibench: ToolInfo,
     /// Host.
@@ -457,6 +481,8 @@ pub(crate) mod tests_support {
                 outliers: None,
             }),
             accuracy: None,
+            expected: None,
+            thresholds: None,
             calibench: ToolInfo::current(),
             environment: Environment::current(),
             started_at: "2026-11-25T10:00:00Z".parse().unwrap(),

@@ -98,6 +98,8 @@ impl CellContext<'_> {
             latency: None,
             end_to_end: None,
             accuracy: None,
+            expected: None,
+            thresholds: None,
             calibench: ToolInfo::current(),
             environment: self.environment.clone(),
             started_at: started,
@@ -105,7 +107,7 @@ impl CellContext<'_> {
         }
     }
 
-    /// A skipped record (its GPU is not on this host).
+    /// A skipped record: planned, not measured (its GPU or backend is not on this host).
     pub fn skipped(&self, cell: &Cell, reason: String) -> Record {
         self.record(
             cell,
@@ -152,7 +154,13 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
     };
     let backend = match input.backend {
         Ok(b) => b,
-        Err(e) => return fail("setup", e.clone()),
+        // The backend is not installed here: the cell is planned but not measured.
+        Err(e) => {
+            return ctx.skipped(
+                cell,
+                format!("backend {} is unavailable: {e}", cell.backend),
+            )
+        }
     };
     let model = match ctx.artifact("model", &cell.model) {
         Ok(m) => m,
@@ -189,10 +197,18 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
         backend_version: &backend_version,
         device: input.gpu.map_or("cpu", |g| g.uuid.as_str()),
     };
+    let mut store_problem = None;
     let stored = ctx
         .engine_store
         .as_ref()
-        .and_then(|s| s.get(&key))
+        .and_then(|s| match s.get(&key) {
+            Ok(found) => found,
+            Err(why) => {
+                tracing::warn!("{}: {why}", cell.key());
+                store_problem = Some(why);
+                None
+            }
+        })
         .and_then(|(path, bytes)| {
             backend
                 .load(&request, &bytes, &path)
@@ -231,6 +247,13 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
             fix: d.fix,
         })
         .collect();
+    if let Some(why) = store_problem {
+        record.diagnostics.push(Diagnostic {
+            kind: "stored_engine_damaged".into(),
+            message: why,
+            fix: "nothing to do: the engine was rebuilt; check the disk of the engine store if this repeats".into(),
+        });
+    }
     record.engine = Some(EngineInfo {
         build_s: build_start.elapsed().as_secs_f64(),
         cached,
@@ -239,6 +262,17 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
         build_path: engine.build_path(),
     });
 
+    if let Some(set) = eval.as_ref().filter(|s| !s.non_finite.is_empty()) {
+        record.diagnostics.push(Diagnostic {
+            kind: "non_finite_eval_data".into(),
+            message: format!(
+                "the evaluation data of model {:?} holds non-finite values, so its accuracy figures are not meaningful: {}",
+                cell.model,
+                set.non_finite.join("; ")
+            ),
+            fix: "clean the eval_inputs / reference files (NaN usually means a failed export or a division by zero in preprocessing)".into(),
+        });
+    }
     let latency_inputs: Vec<Tensor> = match &eval {
         Some(set) => {
             let accuracy = match evaluate(engine.as_mut(), set, cell, input.model) {

@@ -17,6 +17,34 @@ pub struct EngineStore {
     dir: PathBuf,
 }
 
+/// First word of every stored engine file's header line.
+const MAGIC: &str = "calibench-engine-v1";
+
+/// The payload of a stored engine file, if its header's sha256 matches it.
+fn verify(bytes: &[u8]) -> Result<&[u8], String> {
+    let newline = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .filter(|&i| i < 200)
+        .ok_or("has no calibench header (written by an older calibench, or damaged)")?;
+    let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| "has a damaged header")?;
+    let want = header
+        .strip_prefix(MAGIC)
+        .and_then(|h| h.trim().strip_prefix("sha256="))
+        .ok_or("has no calibench header (written by an older calibench, or damaged)")?;
+    let payload = &bytes[newline + 1..];
+    let got = crate::hash::sha256_bytes(payload);
+    if got == want {
+        Ok(payload)
+    } else {
+        Err(format!(
+            "is damaged (payload sha256 {} but its header says {})",
+            &got[..12],
+            &want[..12.min(want.len())]
+        ))
+    }
+}
+
 /// What identifies an engine.
 #[derive(Debug, Clone)]
 pub struct EngineKey<'a> {
@@ -67,14 +95,31 @@ impl EngineStore {
         self.dir.join(format!("{}.{EXTENSION}", key.digest()))
     }
 
-    /// A stored engine's bytes, if present.
-    pub fn get(&self, key: &EngineKey<'_>) -> Option<(PathBuf, Vec<u8>)> {
+    /// A stored engine's bytes: `Ok(None)` when none is stored, `Err` (and the file removed)
+    /// when the stored payload does not match the sha256 written with it.
+    pub fn get(&self, key: &EngineKey<'_>) -> Result<Option<(PathBuf, Vec<u8>)>, String> {
         let path = self.path(key);
-        std::fs::read(&path).ok().map(|b| (path, b))
+        let Ok(bytes) = std::fs::read(&path) else {
+            return Ok(None);
+        };
+        match verify(&bytes) {
+            Ok(payload) => Ok(Some((path, payload.to_vec()))),
+            Err(why) => {
+                let _ = std::fs::remove_file(&path);
+                Err(format!(
+                    "stored engine {} {why}; it was removed and the engine is rebuilt",
+                    path.display()
+                ))
+            }
+        }
     }
 
-    /// Stores an engine atomically: written to a unique temporary file, then renamed.
-    pub fn put(&self, key: &EngineKey<'_>, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    /// Stores an engine atomically (written to a unique temporary file, then renamed), behind
+    /// a header with the payload's sha256 that [`EngineStore::get`] checks.
+    pub fn put(&self, key: &EngineKey<'_>, payload: &[u8]) -> std::io::Result<PathBuf> {
+        let mut bytes =
+            format!("{MAGIC} sha256={}\n", crate::hash::sha256_bytes(payload)).into_bytes();
+        bytes.extend_from_slice(payload);
         std::fs::create_dir_all(&self.dir)?;
         let path = self.path(key);
         let nanos = SystemTime::now()
@@ -86,7 +131,7 @@ impl EngineStore {
             key.digest(),
             std::process::id()
         ));
-        std::fs::write(&tmp, bytes)?;
+        std::fs::write(&tmp, &bytes)?;
         std::fs::rename(&tmp, &path)?;
         Ok(path)
     }
@@ -123,23 +168,35 @@ impl EngineStore {
     }
 }
 
-/// Parses an age such as `7d`, `12h`, `30m`, `45s` or `0`.
+/// Parses an age such as `7d`, `12h`, `30m`, `45s` or `0`. Anything else (other units,
+/// signs, spaces inside, ages beyond 100 years) is refused rather than guessed at, since the
+/// age decides what is deleted.
 pub fn parse_age(s: &str) -> Result<Duration, String> {
+    const MAX_SECS: u64 = 100 * 365 * 86_400;
     let s = s.trim();
-    let bad = || format!("age {s:?} is not a number followed by s, m, h or d (e.g. 7d)");
+    let bad = || format!("age {s:?} is not a whole number followed by s, m, h or d (e.g. 7d)");
     if s == "0" {
         return Ok(Duration::ZERO);
     }
-    let (n, unit) = s.split_at(s.len().checked_sub(1).ok_or_else(bad)?);
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit = s.chars().last().ok_or_else(bad)?;
+    let digits = &s[..s.len() - unit.len_utf8()];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("age {s:?} is too large (at most 100 years)"))?;
+    let per = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
         _ => return Err(bad()),
     };
-    Ok(Duration::from_secs(secs))
+    match n.checked_mul(per) {
+        Some(secs) if secs <= MAX_SECS => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("age {s:?} is too large (at most 100 years)")),
+    }
 }
 
 #[cfg(test)]
@@ -225,9 +282,9 @@ mod tests {
             backend_version: "v",
             device: "cpu",
         };
-        assert!(store.get(&k).is_none());
+        assert!(store.get(&k).unwrap().is_none());
         let path = store.put(&k, b"engine bytes").unwrap();
-        assert_eq!(store.get(&k).unwrap().1, b"engine bytes");
+        assert_eq!(store.get(&k).unwrap().unwrap().1, b"engine bytes");
         let leftovers: Vec<_> = std::fs::read_dir(store.dir()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
         assert_eq!(
@@ -262,7 +319,7 @@ mod tests {
             }
             s.spawn(|| {
                 for _ in 0..50 {
-                    if let Some((_, b)) = store.get(&k) {
+                    if let Some((_, b)) = store.get(&k).unwrap() {
                         assert_eq!(b.len(), big.len(), "a reader saw a partial engine");
                     }
                 }
@@ -277,5 +334,30 @@ mod tests {
         assert_eq!(parse_age("0").unwrap(), Duration::ZERO);
         assert!(parse_age("7 days").is_err());
         assert!(parse_age("").is_err());
+    }
+
+    #[test]
+    fn a_damaged_engine_is_refused_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EngineStore::new(dir.path());
+        let c = cell(Precision::Fp32);
+        let k = EngineKey {
+            cell: &c,
+            model_sha256: "a",
+            cache_sha256: None,
+            backend_version: "v",
+            device: "cpu",
+        };
+        let path = store.put(&k, b"payload of an engine").unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = store.get(&k).unwrap_err();
+        assert!(err.contains("damaged"), "{err}");
+        assert!(!path.exists(), "the damaged file is removed");
+        // A file of an older calibench (no header) is not trusted either.
+        std::fs::write(&path, b"raw engine").unwrap();
+        assert!(store.get(&k).unwrap_err().contains("no calibench header"));
     }
 }

@@ -25,6 +25,26 @@ pub struct EvalSet {
     pub reference: Dataset,
     /// Where the reference outputs came from.
     pub reference_origin: String,
+    /// NaN or Inf found in the inputs or reference outputs: each "tensor: N NaN, M Inf of E".
+    pub non_finite: Vec<String>,
+}
+
+/// "name (what): N NaN, M Inf of E elements" for each tensor that holds non-finite values.
+fn non_finite(what: &str, set: &Dataset) -> Vec<String> {
+    set.names
+        .iter()
+        .zip(&set.tensors)
+        .filter_map(|(name, t)| {
+            let nan = t.data.iter().filter(|v| v.is_nan()).count();
+            let inf = t.data.iter().filter(|v| v.is_infinite()).count();
+            (nan + inf > 0).then(|| {
+                format!(
+                    "{what} {name:?}: {nan} NaN, {inf} Inf of {} elements",
+                    t.data.len()
+                )
+            })
+        })
+        .collect()
 }
 
 /// Evaluation sets of a run, loaded on first use.
@@ -56,17 +76,16 @@ impl EvalSets {
     }
 }
 
-fn load(
-    model: &ModelSpec,
-    model_sha256: &str,
-    cache_dir: &Path,
-) -> Result<Option<EvalSet>, String> {
+/// Reads a model's evaluation inputs and checks them against its input shapes (the run's
+/// preflight calls it before any cell runs).
+pub fn read_inputs(model: &ModelSpec, onnx: &OnnxModel) -> Result<Dataset, String> {
     let Some(inputs_path) = &model.eval_inputs else {
-        return Ok(None);
+        return Ok(Dataset {
+            names: Vec::new(),
+            tensors: Vec::new(),
+        });
     };
-    let onnx = OnnxModel::load(&model.path).map_err(|e| e.to_string())?;
     let input_names: Vec<String> = onnx.inputs().into_iter().map(|i| i.name).collect();
-    let output_names: Vec<String> = onnx.outputs().into_iter().map(|o| o.name).collect();
     let inputs = Dataset::read(inputs_path, &input_names).map_err(|e| e.to_string())?;
     for (io, t) in onnx.inputs().iter().zip(&inputs.tensors) {
         let wanted = io
@@ -91,6 +110,20 @@ fn load(
             ));
         }
     }
+    Ok(inputs)
+}
+
+fn load(
+    model: &ModelSpec,
+    model_sha256: &str,
+    cache_dir: &Path,
+) -> Result<Option<EvalSet>, String> {
+    let Some(inputs_path) = &model.eval_inputs else {
+        return Ok(None);
+    };
+    let onnx = OnnxModel::load(&model.path).map_err(|e| e.to_string())?;
+    let output_names: Vec<String> = onnx.outputs().into_iter().map(|o| o.name).collect();
+    let inputs = read_inputs(model, &onnx)?;
     let samples = inputs.samples();
     let labels = match &model.eval_labels {
         Some(p) => {
@@ -156,11 +189,14 @@ fn finish(
             inputs.samples()
         ));
     }
+    let mut bad = non_finite("eval input", &inputs);
+    bad.extend(non_finite("reference output", &reference));
     Ok(EvalSet {
         inputs,
         labels,
         reference,
         reference_origin: origin,
+        non_finite: bad,
     })
 }
 

@@ -5,6 +5,7 @@ mod cell;
 pub mod engine_store;
 pub mod eval;
 mod progress;
+pub mod run_dir;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -13,14 +14,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{bail, Context};
-use chrono::Utc;
 
 use crate::backend::{self, Backend};
 use crate::gpu::nvml::{GpuInfo, GpuInventory};
 use crate::gpu::GpuError;
 use crate::matrix::spec::LatencySpec;
-use crate::matrix::{select, BackendKind, Cell, DeviceSelector, Filter, LoadedSpec, Shard};
-use crate::results::schema::{Artifact, Environment, MatrixInfo, Status};
+use crate::matrix::{
+    select_checked, BackendKind, Cell, DeviceSelector, ExpectedStatus, Filter, LoadedSpec, Shard,
+};
+use crate::results::schema::{Artifact, Environment, MatrixInfo, Status, VerdictThresholds};
 use crate::results::{read_results, ResultsWriter};
 use cell::{run_cell, CellContext, CellInputs};
 use eval::EvalSets;
@@ -63,6 +65,8 @@ pub struct RunOptions {
     pub serial: bool,
     /// Where built engines are kept and looked up (`None`: always build).
     pub engine_store: Option<PathBuf>,
+    /// Planned cells that could not be measured leave the run passing.
+    pub allow_skipped: bool,
 }
 
 /// A selected cell with its device resolved: the GPU it runs on, or why it is skipped.
@@ -144,34 +148,254 @@ fn resolve_devices(
     out
 }
 
-/// What a run did.
+/// What a run did, over every selected cell of its run folder (resumed or not).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSummary {
     /// The run folder.
     pub run_dir: PathBuf,
     /// Cells selected by the matrix, filter and shard.
     pub selected: usize,
+    /// Cells this invocation ran (the rest were recorded earlier).
+    pub ran: usize,
     /// Cells skipped because an earlier run recorded them.
     pub already_recorded: usize,
     /// Cells that ended ok.
     pub ok: usize,
-    /// Cells that failed.
+    /// Cells that failed, not expected to.
     pub failed: usize,
-    /// Cells skipped for a recorded reason.
-    pub skipped: usize,
+    /// Cells that failed as an `[[expect]]` table says they do.
+    pub expected_failures: usize,
+    /// Cells an `[[expect]]` table says fail or skip, which passed: the expectation is stale.
+    pub unexpected_passes: Vec<String>,
+    /// Cells planned but not measured, by reason (first line), not expected to be.
+    pub skipped: BTreeMap<String, usize>,
+    /// Cells skipped as an `[[expect]]` table says they are.
+    pub expected_skips: usize,
+    /// Whether skipped cells leave the run passing (`--allow-skipped`, `[gate] allow_skipped`).
+    pub allow_skipped: bool,
 }
 
 impl RunSummary {
-    /// Whether any cell of this run failed.
+    /// Skipped cells that were not expected to be.
+    pub fn skipped_count(&self) -> usize {
+        self.skipped.values().sum()
+    }
+
+    /// Whether the run fails its gates: a cell failed, an expected failure passed, or a planned
+    /// cell was not measured (unless allowed).
     pub fn any_failed(&self) -> bool {
         self.failed > 0
+            || !self.unexpected_passes.is_empty()
+            || (self.skipped_count() > 0 && !self.allow_skipped)
+    }
+
+    /// The one-line summary, e.g. `16 cell(s): 12 ok, 2 failed, 2 expected failures`.
+    pub fn line(&self) -> String {
+        let mut parts = vec![format!("{} ok", self.ok), format!("{} failed", self.failed)];
+        if self.expected_failures > 0 {
+            parts.push(format!("{} expected failure(s)", self.expected_failures));
+        }
+        if !self.unexpected_passes.is_empty() {
+            parts.push(format!(
+                "{} passed although expected to fail or skip ({})",
+                self.unexpected_passes.len(),
+                self.unexpected_passes.join(", ")
+            ));
+        }
+        let skipped = self.skipped_count();
+        if skipped > 0 || self.expected_skips > 0 {
+            let why: Vec<String> = self
+                .skipped
+                .iter()
+                .map(|(reason, n)| format!("{n} × {reason}"))
+                .collect();
+            parts.push(format!(
+                "{skipped} skipped{}{}",
+                if skipped > 0 && !self.allow_skipped {
+                    " (not measured, so the run fails; --allow-skipped accepts them)"
+                } else {
+                    ""
+                },
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", why.join("; "))
+                }
+            ));
+            if self.expected_skips > 0 {
+                parts.push(format!("{} expected skip(s)", self.expected_skips));
+            }
+        }
+        let earlier = if self.already_recorded > 0 {
+            format!(
+                " ({} run now, {} recorded earlier)",
+                self.ran, self.already_recorded
+            )
+        } else {
+            String::new()
+        };
+        format!("{} cell(s){earlier}: {}", self.selected, parts.join(", "))
+    }
+}
+
+/// Counts the latest record of every planned cell in the run folder against the spec's
+/// expectations.
+fn summarize(
+    loaded: &LoadedSpec,
+    run_dir: &std::path::Path,
+    planned: &[PlannedCell],
+    ran: usize,
+    allow_skipped: bool,
+) -> anyhow::Result<RunSummary> {
+    let records = if run_dir.join(crate::results::store::RESULTS_FILE).is_file() {
+        read_results(run_dir)?.records
+    } else {
+        Vec::new()
+    };
+    let mut latest: HashMap<&str, &crate::results::schema::Record> = HashMap::new();
+    for r in &records {
+        latest.insert(r.key.as_str(), r);
+    }
+    let mut s = RunSummary {
+        run_dir: run_dir.to_path_buf(),
+        selected: planned.len(),
+        ran,
+        already_recorded: planned.len().saturating_sub(ran),
+        ok: 0,
+        failed: 0,
+        expected_failures: 0,
+        unexpected_passes: Vec::new(),
+        skipped: BTreeMap::new(),
+        expected_skips: 0,
+        allow_skipped,
+    };
+    for p in planned {
+        let key = p.cell.key();
+        let expected =
+            crate::matrix::gate::expectation_for(&loaded.spec.expect, &p.cell).map(|e| e.status);
+        let Some(r) = latest.get(key.as_str()) else {
+            // Planned, never recorded (the run was stopped): not measured.
+            *s.skipped.entry("not run".into()).or_default() += 1;
+            continue;
+        };
+        match (r.status, expected) {
+            (Status::Ok, None) => s.ok += 1,
+            (Status::Ok, Some(_)) => {
+                s.ok += 1;
+                s.unexpected_passes.push(key);
+            }
+            (Status::Failed, Some(ExpectedStatus::Failed)) => s.expected_failures += 1,
+            (Status::Failed, _) => s.failed += 1,
+            (Status::Skipped, Some(ExpectedStatus::Skipped)) => s.expected_skips += 1,
+            (Status::Skipped, _) => {
+                let why = r
+                    .error
+                    .as_ref()
+                    .and_then(|e| e.message.lines().next())
+                    .unwrap_or("no reason recorded")
+                    .to_string();
+                *s.skipped.entry(why).or_default() += 1;
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Refuses, before any cell runs, input files of the selected cells that cannot be used:
+/// unreadable files, and (for real backends) models that are not ONNX, caches that do not
+/// parse, evaluation data that cannot be read.
+fn preflight(loaded: &LoadedSpec, cells: &[Cell]) -> anyhow::Result<()> {
+    let spec = &loaded.spec;
+    let mut problems = Vec::new();
+    let mut checked = HashSet::new();
+    for cell in cells {
+        let real = cell.backend != BackendKind::Mock;
+        let Some(model) = spec.models.iter().find(|m| m.id == cell.model) else {
+            continue;
+        };
+        if checked.insert(format!("model:{}:{real}", model.id)) {
+            if let Err(e) = std::fs::File::open(&model.path) {
+                problems.push(format!(
+                    "model {:?}: cannot read {}: {e}",
+                    model.id,
+                    model.path.display()
+                ));
+            } else if real {
+                match crate::model::onnx::OnnxModel::load(&model.path) {
+                    Err(e) => problems.push(format!("model {:?}: {e}", model.id)),
+                    // Evaluation inputs of the wrong shape are bad input too.
+                    Ok(onnx) => {
+                        if let Err(e) = eval::read_inputs(model, &onnx) {
+                            problems.push(format!("model {:?} eval_inputs: {e}", model.id));
+                        }
+                    }
+                }
+            }
+            for (key, path) in [
+                ("eval_inputs", &model.eval_inputs),
+                ("eval_labels", &model.eval_labels),
+                ("reference", &model.reference),
+            ] {
+                let Some(path) = path else { continue };
+                let read = if real {
+                    crate::model::data::read_arrays(path)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                } else {
+                    std::fs::File::open(path)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                };
+                if let Err(e) = read {
+                    problems.push(format!(
+                        "model {:?} {key}: {}: {e}",
+                        model.id,
+                        path.display()
+                    ));
+                }
+            }
+        }
+        if let Some(id) = &cell.cache {
+            let Some(cache) = spec.caches_of(&cell.model).find(|c| &c.id == id) else {
+                continue;
+            };
+            if checked.insert(format!("cache:{}:{id}:{real}", cell.model)) {
+                let read = if real {
+                    crate::cache::format::CalibrationCache::read(&cache.path)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                } else {
+                    std::fs::File::open(&cache.path)
+                        .map(drop)
+                        .map_err(|e| format!("cannot read {}: {e}", cache.path.display()))
+                };
+                if let Err(e) = read {
+                    problems.push(format!("cache {id:?} of model {:?}: {e}", cell.model));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "{}: {} input file(s) cannot be used, so no cell was run:\n  {}",
+            loaded.path.display(),
+            problems.len(),
+            problems.join("\n  ")
+        )
     }
 }
 
 /// Runs the selected cells of a loaded spec and returns the summary.
 pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary> {
     let spec = &loaded.spec;
-    let selected = select(spec, &opts.filter, opts.shard);
+    let selected = select_checked(spec, &opts.filter, opts.shard)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", loaded.path.display()))?;
+    if selected.is_empty() {
+        tracing::warn!("shard {:?} has no cells of this matrix", opts.shard);
+    }
+    preflight(loaded, &selected)?;
     let inventory = selected.iter().any(|c| c.device != "cpu").then(|| {
         opts.gpus
             .clone()
@@ -179,24 +403,17 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
             .unwrap_or_else(crate::gpu::nvml::inventory)
     });
     let cells = resolve_devices(selected, inventory.as_ref());
-    let (run_dir, run_id, done) = prepare_run_dir(loaded, opts)?;
+    let held = run_dir::prepare(loaded, opts)?;
+    let (run_dir, run_id, done) = (held.dir.clone(), held.run_id.clone(), &held.done);
     let writer = ResultsWriter::open(&run_dir)?;
     let todo: Vec<&PlannedCell> = cells
         .iter()
         .filter(|c| !done.contains(&c.cell.key()))
         .collect();
-    let summary = RunSummary {
-        run_dir: run_dir.clone(),
-        selected: cells.len(),
-        already_recorded: cells.len() - todo.len(),
-        ok: 0,
-        failed: 0,
-        skipped: 0,
-    };
     tracing::info!(
         "run {run_id}: {} cells selected, {} already recorded, {} to run",
         cells.len(),
-        summary.already_recorded,
+        cells.len() - todo.len(),
         todo.len()
     );
 
@@ -237,7 +454,6 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
     }
     let shared = Shared {
         writer: Mutex::new(writer),
-        summary: Mutex::new(summary),
         finished: AtomicUsize::new(0),
         total: todo.len(),
         progress: Progress::new(
@@ -280,17 +496,20 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
     for r in results {
         r?;
     }
-    let summary = shared
-        .summary
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner());
+    let summary = summarize(
+        loaded,
+        &run_dir,
+        &cells,
+        todo.len(),
+        opts.allow_skipped || spec.gate.allow_skipped,
+    )?;
+    drop(held);
     Ok(summary)
 }
 
 /// What the workers of a run share.
 struct Shared {
     writer: Mutex<ResultsWriter>,
-    summary: Mutex<RunSummary>,
     finished: AtomicUsize,
     total: usize,
     progress: Progress,
@@ -347,19 +566,15 @@ fn run_lane(
                 .unwrap_or_else(|| "unknown panic".into());
             context.panicked(cell, what)
         });
+        let mut record = record;
+        record.expected = crate::matrix::gate::expectation_for(&spec.expect, cell);
+        record.thresholds = Some(thresholds(spec, model, &record));
         shared
             .writer
             .lock()
             .map_err(|_| anyhow::anyhow!("the results writer is poisoned"))?
             .append(&record)
             .with_context(|| format!("cannot record cell {}", cell.key()))?;
-        if let Ok(mut s) = shared.summary.lock() {
-            match record.status {
-                Status::Ok => s.ok += 1,
-                Status::Failed => s.failed += 1,
-                Status::Skipped => s.skipped += 1,
-            }
-        }
         let done = shared.finished.fetch_add(1, Ordering::SeqCst) + 1;
         shared
             .progress
@@ -368,77 +583,26 @@ fn run_lane(
     Ok(())
 }
 
-/// Decides the run folder and which cells it has recorded already.
-fn prepare_run_dir(
-    loaded: &LoadedSpec,
-    opts: &RunOptions,
-) -> anyhow::Result<(PathBuf, String, HashSet<String>)> {
-    if let Some(dir) = &opts.resume {
-        if !dir.is_dir() {
-            bail!(
-                "{}: no such run folder\nfix: pass the folder an earlier `calibench run` printed (e.g. reports/<run-id>)",
-                dir.display()
-            );
-        }
-        let copy = std::fs::read(dir.join(MATRIX_COPY)).with_context(|| {
-            format!(
-                "{}: not a calibench run folder (no {MATRIX_COPY})",
-                dir.display()
-            )
-        })?;
-        let recorded_sha = crate::hash::sha256_bytes(&copy);
-        if recorded_sha != loaded.sha256 && !opts.force {
-            bail!(
-                "{} was run with a different matrix spec than {} (sha256 {} vs {})\nfix: start a new run, or pass --force to resume anyway",
-                dir.display(),
-                loaded.path.display(),
-                &recorded_sha[..12],
-                &loaded.sha256[..12]
-            );
-        }
-        let previous = if dir.join(crate::results::store::RESULTS_FILE).is_file() {
-            read_results(dir)?.records
-        } else {
-            Vec::new()
-        };
-        let done = previous
-            .iter()
-            .filter(|r| !(opts.retry_failed && r.status == Status::Failed))
-            .map(|r| r.key.clone())
-            .collect();
-        let run_id = previous
-            .first()
-            .map(|r| r.run_id.clone())
-            .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "run".into());
-        return Ok((dir.clone(), run_id, done));
+/// The verdict thresholds of a record: its model's gate at its precision (first output) and
+/// the spec's caution band.
+fn thresholds(
+    spec: &crate::matrix::Spec,
+    model: &crate::matrix::spec::ModelSpec,
+    record: &crate::results::schema::Record,
+) -> VerdictThresholds {
+    let output = record
+        .accuracy
+        .as_ref()
+        .and_then(|a| a.outputs.first())
+        .map(|o| o.name.clone())
+        .unwrap_or_default();
+    let gate = model.tolerance.resolve(record.cell.precision, &output);
+    VerdictThresholds {
+        min_cosine: gate.min_cosine,
+        max_top1_drop: gate.max_top1_drop,
+        caution_min_cosine: spec.gate.caution_min_cosine,
+        caution_max_top1_drop: spec.gate.caution_max_top1_drop,
     }
-    let base_id = opts.run_id.clone().unwrap_or_else(|| {
-        format!(
-            "{}-{}",
-            loaded.spec.name,
-            Utc::now().format("%Y%m%d-%H%M%S")
-        )
-    });
-    if opts.run_id.is_some() && opts.output_dir.join(&base_id).exists() {
-        bail!(
-            "{}: this run folder exists already\nfix: pass --resume {} to continue it, or choose another --run-id",
-            opts.output_dir.join(&base_id).display(),
-            opts.output_dir.join(&base_id).display()
-        );
-    }
-    let mut run_id = base_id.clone();
-    let mut n = 2;
-    while opts.output_dir.join(&run_id).exists() {
-        run_id = format!("{base_id}-{n}");
-        n += 1;
-    }
-    let dir = opts.output_dir.join(&run_id);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create run folder {}", dir.display()))?;
-    std::fs::write(dir.join(MATRIX_COPY), &loaded.text)
-        .with_context(|| format!("cannot write {}", dir.join(MATRIX_COPY).display()))?;
-    Ok((dir, run_id, HashSet::new()))
 }
 
 /// The hashes of every model and cache of the spec, or why a file could not be read.

@@ -296,3 +296,42 @@ pub fn cnn32() -> OnnxModel {
     };
     OnnxModel::from_bytes(Path::new("cnn32.onnx"), &model.encode_to_vec()).unwrap()
 }
+
+/// A mock-backend spec in a temporary folder: 2 models, 2 caches, 4 precisions, 2 batches.
+pub fn mock_spec(dir: &Path, extra: &str) -> PathBuf {
+    for f in ["a.onnx", "b.onnx", "a.cache", "b.cache"] {
+        std::fs::write(dir.join(f), f).unwrap();
+    }
+    let spec = format!(
+        r#"version = 1
+name = "mocked"
+[axes]
+precisions = ["fp32", "fp16", "int8", "best"]
+backends = ["mock"]
+devices = ["cpu"]
+batch_sizes = [1, 2]
+[[models]]
+id = "a"
+path = "a.onnx"
+[[models]]
+id = "b"
+path = "b.onnx"
+[[caches]]
+id = "ca"
+model = "a"
+path = "a.cache"
+[[caches]]
+id = "cb"
+model = "b"
+path = "b.cache"
+[latency]
+warmup_ms = 1
+measurement_ms = 5
+samples = 5
+{extra}
+"#
+    );
+    let path = dir.join("spec.toml");
+    std::fs::write(&path, spec).unwrap();
+    path
+}

@@ -1,16 +1,24 @@
-//! Entropy calibration, as TensorRT's IInt8EntropyCalibrator2 describes it: a histogram of
-//! |x| in 2048 bins over [0, max|x|]; for every candidate threshold bin i in 128..=2048, the
-//! reference distribution P is the first i bins with everything beyond folded into the last,
-//! the candidate Q is the same i bins quantized to 128 levels and expanded back (each level's
-//! count spread evenly over its non-empty bins); the threshold minimizing KL(P‖Q) wins, and
-//! amax = (i + 0.5) · bin width.
+//! Entropy calibration: TensorRT's IInt8EntropyCalibrator2 as NVIDIA's own open
+//! implementation computes it (TensorRT itself is closed; NVIDIA ModelOpt's
+//! `HistogramCalibrator.compute_amax("entropy")`, ported from pytorch-quantization, is the
+//! reference this module follows step by step on the same histogram).
 //!
-//! Empty bins are smoothed before the divergence (a small count moved onto them from the
-//! non-empty bins, as MXNet's and onnxruntime's implementations of this search do); without
-//! it, any threshold below an isolated outlier would have an infinite divergence and rare
-//! outliers could never be clipped.
+//! A histogram of |x| in 2048 bins over [0, max|x|]; then, for every candidate threshold of
+//! i = 128..=2048 bins:
+//! - **The zero bin takes the next bin's count** before anything else (`bins[0] = bins[1]`).
+//!   ReLU, HardSigmoid and padding make a quarter to a half of many activations exactly 0;
+//!   left in, that spike dominates both distributions and the search clips far too tight.
+//! - **P** (reference) is bins [0, i) with every count beyond added to bin i − 1.
+//! - **Q** (candidate) quantizes bins [0, i) to 128 levels: bin j belongs to level
+//!   ⌊128·j / i⌋ (`np.digitize(range(i), np.linspace(0, i, 129)) − 1`), each level's count is
+//!   spread evenly over its non-empty bins, and empty bins stay empty. Q does not get the tail.
+//! - **KL(P‖Q)** of the two normalized distributions, unsmoothed (scipy's `entropy`): a bin
+//!   where P has mass and Q none makes that threshold infinitely bad.
+//! - **Ties keep the last (largest) threshold**; if every threshold is infinite, the full
+//!   range is kept.
+//! - **amax is the bin edge i · width**, not the bin's centre.
 
-use super::{RangeMethod, Reduced, Statistic, TwoPass, HISTOGRAM_BINS};
+use super::{RangeMethod, Reduced, Statistic, TwoPass};
 
 /// Quantized levels of int8's positive half.
 pub const LEVELS: usize = 128;
@@ -42,93 +50,64 @@ impl RangeMethod for Entropy {
         match &self.data.histogram {
             Some(h) if self.data.amax > 0.0 => {
                 let i = best_threshold_bin(&h.bins);
-                ((i as f32 + 0.5) * h.bin_width()).min(self.data.amax)
+                (i as f32 * h.bin_width()).min(self.data.amax)
             }
             _ => self.data.amax,
         }
     }
 }
 
-/// The number of bins (128..=2048) whose threshold minimizes KL(P‖Q).
+/// The number of bins (128..=2048) whose threshold minimizes KL(P‖Q), the last of equals.
 pub fn best_threshold_bin(hist: &[u64]) -> usize {
     let n = hist.len();
+    if n <= LEVELS {
+        return n;
+    }
+    let mut bins: Vec<f64> = hist.iter().map(|&h| h as f64).collect();
+    bins[0] = bins[1];
+    let mut tail = vec![0f64; n + 1];
+    for j in (0..n).rev() {
+        tail[j] = tail[j + 1] + bins[j];
+    }
+    let total = tail[0];
+    if total == 0.0 {
+        return n;
+    }
     let mut best = (f64::INFINITY, n);
-    let mut p = vec![0f64; n];
-    let mut q = vec![0f64; n];
-    let suffix: Vec<u64> = {
-        let mut s = vec![0u64; n + 1];
-        for j in (0..n).rev() {
-            s[j] = s[j + 1] + hist[j];
-        }
-        s
-    };
+    let mut level_sum = [0f64; LEVELS];
+    let mut level_bins = [0usize; LEVELS];
     for i in LEVELS..=n {
-        for j in 0..i {
-            p[j] = hist[j] as f64;
-        }
-        p[i - 1] += suffix[i] as f64;
-        // Quantize bins [0, i) into LEVELS levels and expand back over the non-empty bins.
-        for k in 0..LEVELS {
-            let (start, end) = (k * i / LEVELS, (k + 1) * i / LEVELS);
-            let (sum, nonzero) = hist[start..end]
-                .iter()
-                .fold((0u64, 0usize), |(s, c), &h| (s + h, c + (h > 0) as usize));
-            let each = if nonzero > 0 {
-                sum as f64 / nonzero as f64
-            } else {
-                0.0
-            };
-            for j in start..end {
-                q[j] = if hist[j] > 0 { each } else { 0.0 };
+        level_sum.fill(0.0);
+        level_bins.fill(0);
+        for (j, &b) in bins[..i].iter().enumerate() {
+            if b > 0.0 {
+                let k = j * LEVELS / i;
+                level_sum[k] += b;
+                level_bins[k] += 1;
             }
         }
-        smooth(&mut p[..i]);
-        smooth(&mut q[..i]);
-        let kl = kl_divergence(&p[..i], &q[..i]);
-        if kl < best.0 {
+        // Q's total is P's minus the tail beyond i.
+        let q_total = total - tail[i];
+        let mut kl = 0.0;
+        for (j, &b) in bins[..i].iter().enumerate() {
+            let p = if j == i - 1 { b + tail[i] } else { b };
+            if p == 0.0 {
+                continue;
+            }
+            if b == 0.0 {
+                kl = f64::INFINITY;
+                break;
+            }
+            let k = j * LEVELS / i;
+            let q = level_sum[k] / level_bins[k] as f64;
+            let (p, q) = (p / total, q / q_total);
+            kl += p * (p / q).ln();
+        }
+        if kl <= best.0 {
             best = (kl, i);
         }
     }
-    best.1.min(HISTOGRAM_BINS)
-}
-
-/// Count moved onto each empty bin.
-const SMOOTHING: f64 = 1e-4;
-
-/// Gives empty bins a count of [`SMOOTHING`], taken evenly from the non-empty bins.
-fn smooth(counts: &mut [f64]) {
-    let zeros = counts.iter().filter(|&&c| c == 0.0).count();
-    let nonzeros = counts.len() - zeros;
-    if zeros == 0 || nonzeros == 0 {
-        return;
-    }
-    let take = SMOOTHING * zeros as f64 / nonzeros as f64;
-    for c in counts.iter_mut() {
-        *c = if *c == 0.0 {
-            SMOOTHING
-        } else {
-            (*c - take).max(SMOOTHING)
-        };
-    }
-}
-
-/// KL(P‖Q) of two unnormalized distributions; infinite where P has mass and Q has none.
-fn kl_divergence(p: &[f64], q: &[f64]) -> f64 {
-    let (sp, sq): (f64, f64) = (p.iter().sum(), q.iter().sum());
-    if sp == 0.0 || sq == 0.0 {
-        return f64::INFINITY;
-    }
-    let mut kl = 0.0;
-    for (&a, &b) in p.iter().zip(q) {
-        if a > 0.0 {
-            if b == 0.0 {
-                return f64::INFINITY;
-            }
-            let (a, b) = (a / sp, b / sq);
-            kl += a * (a / b).ln();
-        }
-    }
-    kl
+    best.1
 }
 
 #[cfg(test)]
@@ -150,29 +129,95 @@ mod tests {
     }
 
     #[test]
-    fn rare_outliers_are_clipped() {
-        // A Gaussian-like bulk in [-1, 1] and a handful of outliers at 20.
-        let mut values: Vec<f32> = (0..100_000)
-            .map(|i| {
-                let u = (i as f32 + 0.5) / 100_000.0;
-                let s: f32 = (0..6)
-                    .map(|k| (u * (k as f32 + 1.7) * 7919.0).fract())
-                    .sum::<f32>()
-                    - 3.0;
-                s / 3.0
-            })
+    fn a_long_tail_is_clipped_and_the_bulk_kept() {
+        // |x| exponentially distributed (a Laplace activation): the rarest values are clipped.
+        let values: Vec<f32> = (0..200_000)
+            .map(|i| -((i as f32 + 0.5) / 200_000.0).ln())
             .collect();
-        values.extend([20.0; 5]);
+        let max = values.iter().cloned().fold(0.0, f32::max);
         let a = calibrate(&values);
-        assert!(a < 5.0, "outliers at 20 must be clipped, got {a}");
-        assert!(a > 0.5, "the bulk must be kept, got {a}");
+        assert!(a < 0.9 * max, "the tail must be clipped: {a} of {max}");
+        assert!(a > 4.0, "the bulk must be kept: {a}");
+    }
+
+    /// The search of NVIDIA's implementation written out literally (numpy's linspace and
+    /// digitize, scipy's entropy, the reversed argmin), to check the fast search against.
+    fn reference_search(hist: &[u64]) -> usize {
+        let mut bins: Vec<f64> = hist.iter().map(|&h| h as f64).collect();
+        bins[0] = bins[1];
+        let mut divergences = Vec::new();
+        for i in LEVELS..=bins.len() {
+            let space: Vec<f64> = (0..=LEVELS)
+                .map(|k| k as f64 * (i as f64 / 128.0))
+                .collect();
+            let level: Vec<Option<usize>> = (0..i)
+                .map(|j| {
+                    (bins[j] != 0.0).then(|| space.iter().filter(|&&e| e <= j as f64).count() - 1)
+                })
+                .collect();
+            let mut counts = vec![0f64; LEVELS];
+            let mut members = vec![0f64; LEVELS];
+            for (j, l) in level.iter().enumerate() {
+                if let Some(l) = l {
+                    counts[*l] += bins[j];
+                    members[*l] += 1.0;
+                }
+            }
+            let q: Vec<f64> = level
+                .iter()
+                .map(|l| l.map_or(0.0, |l| counts[l] / members[l]))
+                .collect();
+            let mut p: Vec<f64> = bins[..i].to_vec();
+            p[i - 1] += bins[i..].iter().sum::<f64>();
+            let (sp, sq): (f64, f64) = (p.iter().sum(), q.iter().sum());
+            let mut e = 0.0;
+            for (a, b) in p.iter().zip(&q) {
+                let (a, b) = (a / sp, b / sq);
+                if a > 0.0 {
+                    e += if b > 0.0 {
+                        a * (a / b).ln()
+                    } else {
+                        f64::INFINITY
+                    };
+                }
+            }
+            divergences.push(e);
+        }
+        let min = divergences.iter().cloned().fold(f64::INFINITY, f64::min);
+        LEVELS + divergences.iter().rposition(|&d| d == min).unwrap()
     }
 
     #[test]
-    fn kl_basics() {
-        assert_eq!(kl_divergence(&[1.0, 1.0], &[2.0, 2.0]), 0.0);
-        assert!(kl_divergence(&[1.0, 1.0], &[1.0, 0.0]).is_infinite());
-        assert!(kl_divergence(&[1.0, 3.0], &[3.0, 1.0]) > 0.0);
+    fn the_search_is_nvidias() {
+        // A ReLU-like histogram: a spike of exact zeros, a decaying bulk, rare outliers.
+        let mut relu: Vec<u64> = (0..2048)
+            .map(|j| (50_000.0 * (-(j as f64) / 90.0).exp()) as u64)
+            .collect();
+        relu[0] = 400_000;
+        relu[1500] = 3;
+        relu[2047] = 1;
+        // Sparse, gappy counts (small calibration sets) and a flat one.
+        let gappy: Vec<u64> = (0..2048u64)
+            .map(|j| if j % 7 == 0 { 1 + j % 5 } else { 0 })
+            .collect();
+        let flat = vec![10u64; 2048];
+        for (name, h) in [("relu", &relu), ("gappy", &gappy), ("flat", &flat)] {
+            assert_eq!(best_threshold_bin(h), reference_search(h), "{name}");
+        }
+        assert_eq!(best_threshold_bin(&flat), 2048);
+    }
+
+    #[test]
+    fn a_spike_of_zeros_no_longer_clips_the_bulk() {
+        // 45 % exact zeros (a ReLU output) over a bulk up to bin ~600: the zero bin takes bin
+        // 1's count, so the threshold follows the bulk instead of the spike.
+        let mut relu: Vec<u64> = (0..2048)
+            .map(|j| if j < 600 { 1000 - j as u64 } else { 0 })
+            .collect();
+        relu[0] = 500_000;
+        relu[2047] = 1;
+        let i = best_threshold_bin(&relu);
+        assert!(i >= 500, "clipped to {i} of 600 bins of bulk");
     }
 
     #[test]

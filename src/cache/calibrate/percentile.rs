@@ -1,5 +1,9 @@
 //! Percentile calibration: the P-th percentile of |x|, read off a 2048-bin histogram (what
 //! TensorRT's legacy calibrator starts from). Clips the rarest outliers.
+//!
+//! As onnxruntime's and NVIDIA ModelOpt's percentile calibrators compute it: the cumulative
+//! distribution `cumsum(hist / total)`, the first bin where it reaches P/100
+//! (`np.searchsorted`), and that bin's **lower** edge.
 
 use super::{RangeMethod, Reduced, Statistic, TwoPass};
 
@@ -46,14 +50,16 @@ impl RangeMethod for Percentile {
         if total == 0 {
             return amax;
         }
-        let target = (self.percentile / 100.0 * total as f64).ceil() as u64;
-        let mut seen = 0;
+        let target = self.percentile / 100.0;
+        let mut cdf = 0f64;
         for (i, &n) in h.bins.iter().enumerate() {
-            seen += n;
-            if seen >= target {
-                return ((i + 1) as f32 * h.bin_width()).min(amax);
+            cdf += n as f64 / total as f64;
+            if cdf >= target {
+                return (i as f32 * h.bin_width()).min(amax);
             }
         }
+        // Rounding left the sum short of P/100: searchsorted then points past the last bin,
+        // at the upper edge of the range.
         amax
     }
 }
@@ -75,6 +81,25 @@ mod tests {
         let mut full = Percentile::new(100.0);
         full.observe(0, &values);
         full.observe(1, &values);
-        assert_eq!(full.amax(), 100.0);
+        // The max's own bin: its lower edge, as onnxruntime and ModelOpt return.
+        let top = full.amax();
+        assert!((100.0 - 100.0 / 2048.0..=100.0).contains(&top), "{top}");
+    }
+
+    #[test]
+    fn the_percentile_is_the_lower_edge_of_its_bin() {
+        // 10 values in bin 0 and 10 in bin 1000 of [0, 2047]: the 50th percentile is reached
+        // in bin 0 (edge 0), the 60th in bin 1000, whose lower edge is 1000 · width.
+        let mut values = vec![0.1f32; 10];
+        values.extend([1000.5f32; 10]);
+        values.push(2048.0);
+        let amax = |p: f64| {
+            let mut c = Percentile::new(p);
+            c.observe(0, &values);
+            c.observe(1, &values);
+            c.amax()
+        };
+        assert_eq!(amax(40.0), 0.0);
+        assert_eq!(amax(60.0), 1000.0);
     }
 }

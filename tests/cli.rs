@@ -134,13 +134,13 @@ fn demo_matrix_runs_and_exports() {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
-        stderr.contains("12 ok, 0 failed, 4 expected failure(s)"),
+        stderr.contains("20 cell(s): 16 ok, 0 failed, 4 expected failure(s)"),
         "{stderr}"
     );
     let run_dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
     assert!(run_dir.starts_with(out_dir.path()));
     let keys = recorded_keys(&run_dir);
-    assert_eq!(keys.len(), 16, "{keys:?}");
+    assert_eq!(keys.len(), 20, "{keys:?}");
     assert!(keys.values().all(|&n| n == 1));
     assert!(run_dir.join("matrix.toml").is_file());
 
@@ -151,7 +151,7 @@ fn demo_matrix_runs_and_exports() {
             .args(["--format", "csv"]),
     );
     let csv = String::from_utf8(csv.stdout).unwrap();
-    assert_eq!(csv.lines().count(), 17, "header + one row per cell");
+    assert_eq!(csv.lines().count(), 21, "header + one row per cell");
     assert!(csv.lines().next().unwrap().contains("p99_ms"));
 
     let json_path = out_dir.path().join("r.json");
@@ -164,7 +164,7 @@ fn demo_matrix_runs_and_exports() {
     );
     let records: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
-    assert_eq!(records.len(), 16);
+    assert_eq!(records.len(), 20);
     let r = &records[0];
     assert_eq!(r["schema"], 1);
     assert_eq!(r["matrix"]["name"], "demo");
@@ -177,11 +177,11 @@ fn demo_matrix_runs_and_exports() {
         let top1 = r["accuracy"]["outputs"][0]["top1_accuracy"]
             .as_f64()
             .unwrap();
-        assert!(top1 > 0.9, "{}: top-1 {top1}", r["key"]);
         let failed = r["status"] == "failed";
-        // calibench's TensorRT-style entropy clips this small model's ranges too far: those
-        // cells fail the top-1 gate; onnxruntime's entropy and minmax caches pass.
-        assert_eq!(failed, r["cell"]["cache"] == "entropy", "{}", r["key"]);
+        assert!(top1 > if failed { 0.5 } else { 0.9 }, "{}: top-1 {top1}", r["key"]);
+        // The cache calibrated on unnormalized pixels fails its gate; onnxruntime's entropy,
+        // calibench's entropy (NVIDIA's algorithm) and minmax pass.
+        assert_eq!(failed, r["cell"]["cache"] == "unnormalized", "{}", r["key"]);
         if failed {
             assert_eq!(r["error"]["phase"], "accuracy");
             assert_eq!(r["expected"]["status"], "failed");

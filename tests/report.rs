@@ -340,7 +340,7 @@ fn shards_merge_and_compare_gates() {
         "both shards together cover the matrix"
     );
     let merged_records = calibench::results::read_results(&merged).unwrap().records;
-    assert_eq!(merged_records.len(), 16);
+    assert_eq!(merged_records.len(), 20);
     // One shard alone misses cells.
     let half = dir.path().join("half");
     let o = calibench(&["merge", s1.to_str().unwrap(), "-o", half.to_str().unwrap()]);

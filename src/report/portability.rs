@@ -371,7 +371,7 @@ fn speed_verdict(members: &[&CellSummary]) -> (String, &'static str) {
     let measured: Vec<&CellSummary> = members
         .iter()
         .copied()
-        .filter(|c| c.status == "ok")
+        .filter(|c| !c.not_measured && c.median_ms.is_some())
         .collect();
     if !measured.is_empty() && measured.iter().all(|c| c.backend == "reference") {
         return ("n/a: CPU simulation".into(), "none");

@@ -178,7 +178,11 @@ fn demo_matrix_runs_and_exports() {
             .as_f64()
             .unwrap();
         let failed = r["status"] == "failed";
-        assert!(top1 > if failed { 0.5 } else { 0.9 }, "{}: top-1 {top1}", r["key"]);
+        assert!(
+            top1 > if failed { 0.5 } else { 0.9 },
+            "{}: top-1 {top1}",
+            r["key"]
+        );
         // The cache calibrated on unnormalized pixels fails its gate; onnxruntime's entropy,
         // calibench's entropy (NVIDIA's algorithm) and minmax pass.
         assert_eq!(failed, r["cell"]["cache"] == "unnormalized", "{}", r["key"]);

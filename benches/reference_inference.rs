@@ -32,6 +32,7 @@ fn bench(c: &mut Criterion) {
                 model_path: &model,
                 cache_path: precision.needs_cache().then_some(cache.as_path()),
                 gpu_ordinal: None,
+                input_shapes: &Default::default(),
             };
             let mut engine = ReferenceBackend.build(&request).unwrap();
             group.bench_with_input(

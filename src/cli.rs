@@ -79,6 +79,10 @@ pub struct ProfileArgs {
     /// The ONNX model.
     #[arg(long, short = 'm', value_name = "MODEL.onnx")]
     pub model: PathBuf,
+    /// Shapes of inputs with symbolic dimensions, as trtexec's `--shapes`:
+    /// `x:1x3x48x192[,name:dims…]` (axis 0 is the batch).
+    #[arg(long, value_name = "NAME:DIMS", value_parser = calibench::model::onnx::parse_shapes)]
+    pub shapes: Option<calibench::model::onnx::InputShapes>,
     /// Calibration cache (int8 and best).
     #[arg(long, value_name = "CACHE")]
     pub cache: Option<PathBuf>,
@@ -245,6 +249,11 @@ pub struct CalibrateArgs {
     /// The ONNX model (run at fp32).
     #[arg(long, short = 'm', value_name = "MODEL.onnx")]
     pub model: PathBuf,
+    /// Shapes of inputs with symbolic dimensions, as trtexec's `--shapes`:
+    /// `x:1x3x48x192[,name:dims…]` (axis 0 is the batch). Without it, symbolic
+    /// dimensions take the calibration data's own sizes.
+    #[arg(long, value_name = "NAME:DIMS", value_parser = calibench::model::onnx::parse_shapes)]
+    pub shapes: Option<calibench::model::onnx::InputShapes>,
     /// Calibration inputs: .npy (one input), .npz (named by input) or TensorProto .pb,
     /// samples on axis 0.
     #[arg(long, short = 'd', value_name = "CALIB")]

@@ -49,6 +49,7 @@ fn build(
         model_path: model,
         cache_path: cache,
         gpu_ordinal: (backend.kind() == BackendKind::Cuda).then_some(0),
+        input_shapes: &Default::default(),
     };
     backend.build(&request).map_err(|e| e.to_string())
 }

@@ -138,6 +138,7 @@ mod tests {
                 model_path: Path::new("m"),
                 cache_path: None,
                 gpu_ordinal: None,
+                input_shapes: &Default::default(),
             };
             backend
                 .build(&req)
@@ -163,6 +164,7 @@ mod tests {
             model_path: Path::new("m"),
             cache_path: None,
             gpu_ordinal: None,
+            input_shapes: &Default::default(),
         };
         let err = backend.build(&req).err().unwrap().to_string();
         assert!(err.contains("[mock].fail"), "{err}");
@@ -172,6 +174,7 @@ mod tests {
             model_path: Path::new("m"),
             cache_path: None,
             gpu_ordinal: None,
+            input_shapes: &Default::default(),
         };
         assert!(backend.build(&req).is_ok());
     }
@@ -185,6 +188,7 @@ mod tests {
             model_path: Path::new("m"),
             cache_path: None,
             gpu_ordinal: None,
+            input_shapes: &Default::default(),
         };
         let mut e = backend.build(&req).unwrap();
         let err = e

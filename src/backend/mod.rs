@@ -23,6 +23,16 @@ pub struct BuildRequest<'a> {
     pub cache_path: Option<&'a Path>,
     /// CUDA ordinal of the cell's GPU (GPU backends).
     pub gpu_ordinal: Option<usize>,
+    /// Shapes given for inputs with symbolic dimensions (axis 0 is the batch).
+    pub input_shapes: &'a crate::model::onnx::InputShapes,
+}
+
+impl BuildRequest<'_> {
+    /// The model, with the given input shapes fixed.
+    pub fn load_model(&self) -> Result<crate::model::onnx::OnnxModel, BackendError> {
+        crate::model::onnx::load_with_shapes(self.model_path, self.input_shapes)
+            .map_err(|e| BackendError::Build(e.to_string()))
+    }
 }
 
 /// Why a backend could not build or run.

@@ -172,8 +172,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn build(&self, request: &BuildRequest<'_>) -> Result<Box<dyn Engine>, BackendError> {
-        let model = OnnxModel::load(request.model_path)
-            .map_err(|e| BackendError::Build(format!("{e:#}")))?;
+        let model = request.load_model()?;
         let cache = request
             .cache_path
             .map(CalibrationCache::read)
@@ -301,6 +300,7 @@ mod tests {
             model_path: &model,
             cache_path: p.needs_cache().then_some(cache.as_path()),
             gpu_ordinal: None,
+            input_shapes: &Default::default(),
         };
         ReferenceBackend.build(&req).unwrap()
     }
@@ -385,6 +385,7 @@ mod tests {
             model_path: &bad,
             cache_path: None,
             gpu_ordinal: None,
+            input_shapes: &Default::default(),
         };
         let err = ReferenceBackend.build(&req).err().unwrap().to_string();
         assert!(
@@ -472,6 +473,7 @@ mod unsupported {
             model_path: &path,
             cache_path: None,
             gpu_ordinal: None,
+            input_shapes: &Default::default(),
         };
         let err = ReferenceBackend
             .build(&req)

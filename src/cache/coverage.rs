@@ -51,6 +51,9 @@ pub struct Coverage {
     pub missing: Vec<MissingTensor>,
     /// Cache entries naming no tensor of the model (TensorRT-internal names excluded).
     pub unknown_entries: Vec<String>,
+    /// Cache entries naming a tensor of the model that TensorRT does not quantize (an integer
+    /// tensor, or float shape arithmetic): ignored, never applied. Each "name: why".
+    pub ignored_entries: Vec<String>,
     /// Entries with TensorRT-internal names (`(Unnamed Layer* …)`, `ONNXTRT_…`), which have
     /// no ONNX tensor by construction.
     pub internal_entries: usize,
@@ -73,7 +76,8 @@ pub fn is_trt_internal(name: &str) -> bool {
 
 /// Checks a cache against a model and, optionally, a target TensorRT version.
 pub fn check(cache: &CalibrationCache, model: &OnnxModel, target: Option<TrtVersion>) -> Coverage {
-    let quantizable = model.quantizable_tensors();
+    let kinds = crate::model::types::tensor_kinds(model);
+    let quantizable = kinds.data_path.clone();
     let in_cache: HashSet<&str> = cache.entries.iter().map(|e| e.name.as_str()).collect();
     let in_model: HashSet<&str> = quantizable.iter().map(String::as_str).collect();
     let producers = model.producers();
@@ -94,12 +98,30 @@ pub fn check(cache: &CalibrationCache, model: &OnnxModel, target: Option<TrtVers
         .iter()
         .filter(|e| is_trt_internal(&e.name))
         .count();
-    let unknown_entries: Vec<String> = cache
-        .entries
-        .iter()
-        .filter(|e| !in_model.contains(e.name.as_str()) && !is_trt_internal(&e.name))
-        .map(|e| e.name.clone())
-        .collect();
+    let (mut unknown_entries, mut ignored_entries): (Vec<String>, Vec<String>) =
+        (Vec::new(), Vec::new());
+    for e in &cache.entries {
+        if in_model.contains(e.name.as_str()) || is_trt_internal(&e.name) {
+            continue;
+        }
+        match kinds.elem_type(&e.name) {
+            Some(t) if t != tract_onnx::pb::tensor_proto::DataType::Float as i32 => ignored_entries
+                .push(format!(
+                    "{}: ignored: TensorRT does not quantize {} tensors",
+                    e.name,
+                    crate::model::types::type_name(t)
+                )),
+            Some(_) if kinds.weights.contains(&e.name) => ignored_entries.push(format!(
+                "{}: ignored: a weight, not an activation (TensorRT quantizes weights itself)",
+                e.name
+            )),
+            Some(_) => ignored_entries.push(format!(
+                "{}: ignored: a float tensor of shape arithmetic, not on the data path",
+                e.name
+            )),
+            None => unknown_entries.push(e.name.clone()),
+        }
+    }
     let covered = quantizable.len() - missing.len();
     let version = cache.header.version();
     let version_ok = target.map(|t| t == version);
@@ -137,6 +159,7 @@ pub fn check(cache: &CalibrationCache, model: &OnnxModel, target: Option<TrtVers
         covered,
         missing,
         unknown_entries,
+        ignored_entries,
         internal_entries,
         cache_version: version.to_string(),
         target_version: target.map(|t| t.to_string()),

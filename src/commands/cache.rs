@@ -310,6 +310,15 @@ fn check_cmd(args: &CheckArgs) -> anyhow::Result<Outcome> {
                 );
             }
         }
+        if !c.ignored_entries.is_empty() {
+            println!(
+                "cache entries calibench ignores, never applies ({}):",
+                c.ignored_entries.len()
+            );
+            for n in &c.ignored_entries {
+                println!("  {n}");
+            }
+        }
         if c.internal_entries > 0 {
             println!(
                 "TensorRT-internal entries: {} (no ONNX tensor by construction; ignored)",

@@ -13,9 +13,18 @@ use super::Outcome;
 use crate::cli::CalibrateArgs;
 
 pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<Outcome> {
-    let model = OnnxModel::load(&args.model)?;
+    let mut model = OnnxModel::load(&args.model)?;
     let input_names: Vec<String> = model.inputs().into_iter().map(|i| i.name).collect();
     let data = Dataset::read(&args.data, &input_names)?;
+    // Symbolic dimensions: the shapes given, else the calibration data's own sizes.
+    let shapes = args.shapes.clone().unwrap_or_else(|| {
+        data.names
+            .iter()
+            .cloned()
+            .zip(data.tensors.iter().map(|t| t.shape.clone()))
+            .collect()
+    });
+    model.set_input_shapes(&shapes)?;
     let tensors = model.quantizable_tensors();
     let samples = data.samples();
     let gpu = args.gpu;

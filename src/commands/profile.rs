@@ -13,8 +13,12 @@ pub fn profile(args: &ProfileArgs) -> anyhow::Result<Outcome> {
             args.precision
         );
     }
-    let layers = profile_model(
+    let model = calibench::model::onnx::load_with_shapes(
         &args.model,
+        &args.shapes.clone().unwrap_or_default(),
+    )?;
+    let layers = profile_model(
+        &model,
         args.cache.as_deref(),
         args.precision,
         args.batch,

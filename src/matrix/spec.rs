@@ -39,6 +39,28 @@ pub struct ModelSpec {
     /// Accuracy tolerances.
     #[serde(default)]
     pub tolerance: ToleranceSpec,
+    /// Shapes of inputs with symbolic dimensions (`[models.inputs.x] shape = [1, 3, 48, 192]`,
+    /// trtexec's `--shapes`); axis 0 takes each cell's batch size.
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, InputSpec>,
+}
+
+/// Settings of one model input.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// Its full shape; axis 0 is replaced by each cell's batch size.
+    pub shape: Vec<usize>,
+}
+
+impl ModelSpec {
+    /// The input shapes the spec gives, by input name.
+    pub fn input_shapes(&self) -> crate::model::onnx::InputShapes {
+        self.inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shape.clone()))
+            .collect()
+    }
 }
 
 /// Tolerance settings; every field is optional and overrides the one above it.
@@ -435,6 +457,15 @@ impl Spec {
             }
             for (o, t) in &m.tolerance.outputs {
                 t.problems(&format!("models[{i}].tolerance.outputs.{o}"), &mut out);
+            }
+            for (name, input) in &m.inputs {
+                if input.shape.is_empty() || input.shape.contains(&0) {
+                    push!(
+                        format!("models[{i}].inputs.{name}.shape"),
+                        format!("shape {:?} of input {name:?} is not a list of positive sizes", input.shape),
+                        "give every dimension, e.g. shape = [1, 3, 48, 192] (axis 0 takes each cell's batch)".into(),
+                    );
+                }
             }
             if (m.eval_labels.is_some() || m.reference.is_some()) && m.eval_inputs.is_none() {
                 out.push(SpecProblem {

@@ -59,7 +59,9 @@ fn to_fp16(t: &mut pb::TensorProto) {
     }
 }
 
-/// The fp16-typed model.
+/// The fp16-typed model. Shape arithmetic (integer tensors, and float tensors cast from them,
+/// with the weights only it reads) stays as it was: float16 sizes would be wrong above 2048,
+/// and mixed types would make the model invalid.
 pub fn apply(model: &OnnxModel) -> OnnxModel {
     let mut out = model.clone();
     let float = DataType::Float as i32;
@@ -70,6 +72,13 @@ pub fn apply(model: &OnnxModel) -> OnnxModel {
         )
     };
     let g = model.graph();
+    let kinds = super::types::tensor_kinds(model);
+    let data: HashSet<&str> = kinds.data_path.iter().map(String::as_str).collect();
+    // A shape node computes on shape arithmetic only (no data-path input).
+    let is_shape_node = |n: &pb::NodeProto| {
+        !n.input.iter().any(|i| data.contains(i.as_str()))
+            && n.input.iter().any(|i| kinds.shape_path.contains(i))
+    };
     let keep32: HashSet<&str> = g
         .node
         .iter()
@@ -80,6 +89,27 @@ pub fn apply(model: &OnnxModel) -> OnnxModel {
                 .filter_map(|(_, i)| n.input.get(*i).map(String::as_str))
         })
         .collect();
+    // Weights read by shape nodes stay float32; those also read elsewhere get an fp16 copy.
+    let mut read_by_shape: HashSet<&str> = HashSet::new();
+    let mut read_elsewhere: HashSet<&str> = HashSet::new();
+    for n in &g.node {
+        let set = if is_shape_node(n) {
+            &mut read_by_shape
+        } else {
+            &mut read_elsewhere
+        };
+        set.extend(
+            n.input
+                .iter()
+                .filter(|i| kinds.weights.contains(*i))
+                .map(String::as_str),
+        );
+    }
+    let copied: HashSet<String> = read_by_shape
+        .intersection(&read_elsewhere)
+        .map(|s| s.to_string())
+        .collect();
+    let only_shape: HashSet<&str> = read_by_shape.difference(&read_elsewhere).copied().collect();
     let inputs: Vec<String> = g
         .input
         .iter()
@@ -89,24 +119,55 @@ pub fn apply(model: &OnnxModel) -> OnnxModel {
     let outputs: Vec<String> = g
         .output
         .iter()
-        .filter(|o| is_float(o))
+        .filter(|o| is_float(o) && data.contains(o.name.as_str()))
         .map(|o| o.name.clone())
+        .collect();
+    let float_shape_tensors: HashSet<&str> = kinds
+        .shape_path
+        .iter()
+        .filter(|t| kinds.elem_type(t) == Some(float))
+        .map(String::as_str)
         .collect();
 
     let og = out.graph_mut();
+    let mut copies = Vec::new();
     for init in og.initializer.iter_mut() {
-        if !keep32.contains(init.name.as_str()) {
+        let name = init.name.clone();
+        if keep32.contains(name.as_str()) || only_shape.contains(name.as_str()) {
+            continue;
+        }
+        if copied.contains(&name) {
+            let mut c = init.clone();
+            c.name = format!("{name}{TAG}");
+            to_fp16(&mut c);
+            copies.push(c);
+        } else {
             to_fp16(init);
         }
     }
+    og.initializer.extend(copies);
     let mut nodes: Vec<pb::NodeProto> = inputs
         .iter()
         .map(|i| cast(i, &format!("{i}{TAG}"), DataType::Float16))
         .collect();
+    let mut cast_in: HashSet<String> = HashSet::new();
     for mut n in std::mem::take(&mut og.node) {
+        if is_shape_node(&n) {
+            nodes.push(n);
+            continue;
+        }
         for (slot, name) in n.input.iter_mut().enumerate() {
             let float32_only = FLOAT32_ONLY.contains(&(n.op_type.as_str(), slot));
-            if inputs.contains(name) && !float32_only {
+            if float32_only {
+                continue;
+            }
+            if inputs.contains(name) || copied.contains(name.as_str()) {
+                *name = format!("{name}{TAG}");
+            } else if float_shape_tensors.contains(name.as_str()) {
+                // A float size read by the data path: cast it once to fp16.
+                if cast_in.insert(name.clone()) {
+                    nodes.push(cast(name, &format!("{name}{TAG}"), DataType::Float16));
+                }
                 *name = format!("{name}{TAG}");
             }
         }
@@ -115,12 +176,36 @@ pub fn apply(model: &OnnxModel) -> OnnxModel {
                 *name = format!("{name}{TAG}");
             }
         }
-        for a in n.attribute.iter_mut() {
-            if let Some(t) = a.t.as_mut() {
-                to_fp16(t); // Constant values (and other tensor attributes)
+        let constant_for_shapes = n.op_type == "Constant"
+            && n.output
+                .first()
+                .is_some_and(|o| only_shape.contains(o.as_str()));
+        let constant_copied = n.op_type == "Constant"
+            && n.output
+                .first()
+                .is_some_and(|o| copied.contains(o.as_str()));
+        if constant_copied {
+            // The float32 original stays for shape nodes; an fp16 copy feeds the rest.
+            let mut c = n.clone();
+            c.output = vec![format!("{}{TAG}", n.output[0])];
+            c.name = format!("{}{TAG}", n.name);
+            for a in c.attribute.iter_mut() {
+                if let Some(t) = a.t.as_mut() {
+                    to_fp16(t);
+                }
             }
-            if n.op_type == "Cast" && a.name == "to" && a.i == DataType::Float as i64 {
-                a.i = DataType::Float16 as i64;
+            nodes.push(n);
+            nodes.push(c);
+            continue;
+        }
+        if !constant_for_shapes {
+            for a in n.attribute.iter_mut() {
+                if let Some(t) = a.t.as_mut() {
+                    to_fp16(t); // Constant values (and other tensor attributes)
+                }
+                if n.op_type == "Cast" && a.name == "to" && a.i == DataType::Float as i64 {
+                    a.i = DataType::Float16 as i64;
+                }
             }
         }
         nodes.push(n);
@@ -189,5 +274,33 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn shape_arithmetic_stays_as_it_was() {
+        let model = crate::model::types::tests::shape_subgraph_model();
+        let fp16 = apply(&model);
+        let g = fp16.graph();
+        let node = |out: &str| g.node.iter().find(|n| n.output[0] == out).unwrap();
+        // The cast of the shape to float keeps float32, and so does the weight it meets.
+        assert_eq!(
+            attr_to(node("shape_f")),
+            Some(DataType::Float as i64),
+            "{:?}",
+            node("shape_f")
+        );
+        let half = g.initializer.iter().find(|t| t.name == "half").unwrap();
+        assert_eq!(half.data_type, DataType::Float as i32);
+        for int in ["starts", "ends", "minus1"] {
+            let t = g.initializer.iter().find(|t| t.name == int).unwrap();
+            assert_eq!(t.data_type, DataType::Int64 as i32, "{int}");
+        }
+        // The data path is fp16 between the entry and exit casts.
+        assert_eq!(node("r").input, [format!("x{TAG}")]);
+        assert_eq!(node("y").op_type, "Cast");
+    }
+
+    fn attr_to(n: &pb::NodeProto) -> Option<i64> {
+        n.attribute.iter().find(|a| a.name == "to").map(|a| a.i)
     }
 }

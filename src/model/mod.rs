@@ -7,5 +7,6 @@ pub mod onnx;
 pub mod precision;
 pub mod qdq;
 pub mod tensor;
+pub mod types;
 
 pub use tensor::{Tensor, TensorSpec};

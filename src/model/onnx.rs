@@ -1,7 +1,7 @@
 //! ONNX models, read with tract-onnx's protobuf types: inputs, outputs, weights, and the
 //! activation tensors that TensorRT would quantize.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -26,6 +26,13 @@ pub enum ModelError {
     Unsupported { path: PathBuf, message: String },
 }
 
+/// Loads a model and fixes the shapes given for its inputs.
+pub fn load_with_shapes(path: &Path, shapes: &InputShapes) -> Result<OnnxModel, ModelError> {
+    let mut m = OnnxModel::load(path)?;
+    m.set_input_shapes(shapes)?;
+    Ok(m)
+}
+
 /// One dimension of an input or output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dim {
@@ -48,7 +55,8 @@ pub struct IoInfo {
 
 impl IoInfo {
     /// The shape at a batch size: the first dimension takes the batch size when it is
-    /// symbolic; any other symbolic dimension is an error.
+    /// symbolic; any other symbolic dimension is an error that says how to give it (fix it
+    /// first with [`OnnxModel::set_input_shapes`]).
     pub fn shape_at_batch(&self, batch: usize) -> Result<Vec<usize>, String> {
         self.dims
             .iter()
@@ -56,13 +64,71 @@ impl IoInfo {
             .map(|(i, d)| match d {
                 Dim::Fixed(n) => Ok(*n),
                 Dim::Symbolic(_) if i == 0 => Ok(batch),
-                Dim::Symbolic(s) => Err(format!(
-                    "input {:?} has a symbolic dimension {s:?} at axis {i}; calibench fixes only the batch (axis 0)",
-                    self.name
-                )),
+                Dim::Symbolic(s) => {
+                    let example: Vec<String> = self
+                        .dims
+                        .iter()
+                        .enumerate()
+                        .map(|(j, d)| match d {
+                            _ if j == 0 => "1".to_string(),
+                            Dim::Fixed(n) => n.to_string(),
+                            Dim::Symbolic(_) => "SIZE".to_string(),
+                        })
+                        .collect();
+                    Err(format!(
+                        "input {:?} has a symbolic dimension {s:?} at axis {i}, and no shape was given for it\nfix: add `[models.inputs.{}] shape = [{}]` to the matrix spec (or `--shapes {}:{}`); axis 0 takes each cell's batch size",
+                        self.name,
+                        toml_key(&self.name),
+                        example.join(", "),
+                        self.name,
+                        example.join("x")
+                    ))
+                }
             })
             .collect()
     }
+}
+
+/// A TOML key for a name: bare when it can be, quoted otherwise.
+fn toml_key(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        name.to_string()
+    } else {
+        format!("{name:?}")
+    }
+}
+
+/// Shapes of inputs given by the user (`[models.inputs.<name>] shape = [1, 3, 48, 192]`,
+/// `--shapes x:1x3x48x192`): every axis is fixed but axis 0, which takes each cell's batch.
+pub type InputShapes = BTreeMap<String, Vec<usize>>;
+
+/// Parses trtexec's and Polygraphy's spelling: `x:1x3x48x192,mask:1x48` (`*` also separates).
+pub fn parse_shapes(text: &str) -> Result<InputShapes, String> {
+    let mut out = InputShapes::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, dims) = part
+            .rsplit_once(':')
+            .ok_or_else(|| format!("shape {part:?} is not NAME:DIMS (e.g. x:1x3x224x224)"))?;
+        let dims: Result<Vec<usize>, _> = dims
+            .split(['x', '*'])
+            .map(|d| d.trim().parse::<usize>())
+            .collect();
+        match dims {
+            Ok(d) if !d.is_empty() && d.iter().all(|&n| n > 0) => {
+                out.insert(name.trim().to_string(), d);
+            }
+            _ => {
+                return Err(format!(
+                    "shape {part:?}: dimensions must be positive integers separated by 'x' (e.g. x:1x3x224x224)"
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// An ONNX model held as its protobuf.
@@ -73,28 +139,6 @@ pub struct OnnxModel {
     /// The model.
     pub proto: pb::ModelProto,
 }
-
-/// Operators whose outputs are never quantized: shape arithmetic and integer/boolean results.
-const NON_FLOAT_OPS: &[&str] = &[
-    "Shape",
-    "Size",
-    "NonZero",
-    "ArgMax",
-    "ArgMin",
-    "Equal",
-    "Less",
-    "LessOrEqual",
-    "Greater",
-    "GreaterOrEqual",
-    "Not",
-    "And",
-    "Or",
-    "Xor",
-    "IsNaN",
-    "IsInf",
-    "ConstantOfShape",
-    "Range",
-];
 
 impl OnnxModel {
     /// Reads and decodes a model file.
@@ -138,6 +182,67 @@ impl OnnxModel {
             path: path.to_path_buf(),
             proto,
         })
+    }
+
+    /// Fixes the dimensions of the inputs named in `shapes` (all but axis 0, the batch).
+    /// A name that is no input, a rank that differs, or a size that contradicts a fixed
+    /// dimension of the model is an error naming the input.
+    pub fn set_input_shapes(&mut self, shapes: &InputShapes) -> Result<(), ModelError> {
+        use pb::tensor_shape_proto::dimension::Value;
+        let unsupported = |message: String| ModelError::Unsupported {
+            path: self.path.clone(),
+            message,
+        };
+        let names: Vec<String> = self.inputs().into_iter().map(|i| i.name).collect();
+        for name in shapes.keys() {
+            if !names.contains(name) {
+                return Err(unsupported(format!(
+                    "a shape is given for input {name:?}, but the model's inputs are {}\nfix: use the input names of the model",
+                    names.join(", ")
+                )));
+            }
+        }
+        let path = self.path.clone();
+        for input in &mut self.graph_mut().input {
+            let Some(shape) = shapes.get(&input.name) else {
+                continue;
+            };
+            let Some(pb::type_proto::Value::TensorType(t)) =
+                input.r#type.as_mut().and_then(|t| t.value.as_mut())
+            else {
+                continue;
+            };
+            let dims = &mut t.shape.get_or_insert_with(Default::default).dim;
+            if dims.is_empty() {
+                dims.resize(shape.len(), Default::default());
+            }
+            if dims.len() != shape.len() {
+                return Err(ModelError::Unsupported {
+                    path,
+                    message: format!(
+                        "input {:?} has {} dimensions, but the shape given for it has {} ({shape:?})\nfix: give one size per dimension",
+                        input.name,
+                        dims.len(),
+                        shape.len()
+                    ),
+                });
+            }
+            for (axis, (d, &n)) in dims.iter_mut().zip(shape).enumerate().skip(1) {
+                match d.value {
+                    Some(Value::DimValue(m)) if m > 0 && m as usize != n => {
+                        return Err(ModelError::Unsupported {
+                            path,
+                            message: format!(
+                                "input {:?} has a fixed size {m} at axis {axis}, but the shape given for it says {n}\nfix: give the model's own size there",
+                                input.name
+                            ),
+                        })
+                    }
+                    _ => d.value = Some(Value::DimValue(n as i64)),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Encodes the model as ONNX bytes.
@@ -222,35 +327,11 @@ impl OnnxModel {
         constant
     }
 
-    /// The activation tensors TensorRT would want a scale for, in graph order: float graph
-    /// inputs, then the float outputs of every node that computes on activations.
+    /// The activation tensors TensorRT would want a scale for, in graph order: the float
+    /// tensors of the data path (float graph inputs and what is computed from them), never
+    /// weights or shape arithmetic ([`super::types`]).
     pub fn quantizable_tensors(&self) -> Vec<String> {
-        let constant = self.constant_tensors();
-        let mut out: Vec<String> = self
-            .inputs()
-            .into_iter()
-            .filter(|i| i.elem_type == DataType::Float as i32)
-            .map(|i| i.name)
-            .collect();
-        for node in &self.graph().node {
-            if NON_FLOAT_OPS.contains(&node.op_type.as_str()) || node.op_type == "Constant" {
-                continue;
-            }
-            if node.op_type == "Cast" && attr_int(node, "to") != Some(DataType::Float as i64) {
-                continue;
-            }
-            let outputs = if matches!(node.op_type.as_str(), "TopK" | "MaxPool") {
-                &node.output[..1.min(node.output.len())] // indices are integers
-            } else {
-                &node.output[..]
-            };
-            for o in outputs {
-                if !o.is_empty() && !constant.contains(o) {
-                    out.push(o.clone());
-                }
-            }
-        }
-        out
+        super::types::tensor_kinds(self).data_path
     }
 
     /// Node index producing each tensor.

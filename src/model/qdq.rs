@@ -124,8 +124,10 @@ pub fn apply(model: &OnnxModel, plan: &PrecisionPlan) -> OnnxModel {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
 
-    // Weights: fp16 rounding in place, or per-channel Q/DQ for int8 layers.
+    // Weights: fp16 rounding in place, or per-channel Q/DQ for int8 layers (placed right
+    // before the layer, after the weight's producer when it is a Constant node).
     let mut head: Vec<pb::NodeProto> = Vec::new();
+    let mut before_node: HashMap<usize, Vec<pb::NodeProto>> = HashMap::new();
     let mut new_inits: Vec<pb::TensorProto> = Vec::new();
     let mut weight_input: HashMap<usize, String> = HashMap::new();
     for &index in &plan.int8_weight_nodes {
@@ -156,7 +158,13 @@ pub fn apply(model: &OnnxModel, plan: &PrecisionPlan) -> OnnxModel {
             &[scales.len() as i64],
             &vec![0; scales.len()],
         ));
-        head.extend(qdq_nodes(&n.input[slot], &dq, &scale, &zero, Some(axis)));
+        before_node.entry(index).or_default().extend(qdq_nodes(
+            &n.input[slot],
+            &dq,
+            &scale,
+            &zero,
+            Some(axis),
+        ));
         weight_input.insert(index, dq);
     }
     if plan.fp16_weights {
@@ -165,16 +173,33 @@ pub fn apply(model: &OnnxModel, plan: &PrecisionPlan) -> OnnxModel {
             .iter()
             .filter_map(|&i| model.graph().node[i].input.get(1).map(String::as_str))
             .collect();
-        for init in &mut out.graph_mut().initializer {
-            if int8_weights.contains(init.name.as_str()) {
-                continue;
-            }
-            if let Some(data) = float_data(init) {
+        let round = |t: &mut pb::TensorProto| {
+            if let Some(data) = float_data(t) {
                 let rounded: Vec<f32> = data
                     .iter()
                     .map(|&v| half::f16::from_f32(v).to_f32())
                     .collect();
-                *init = float_tensor(&init.name, &init.dims, &rounded);
+                *t = float_tensor(&t.name, &t.dims, &rounded);
+            }
+        };
+        let g = out.graph_mut();
+        for init in &mut g.initializer {
+            if !int8_weights.contains(init.name.as_str()) {
+                round(init);
+            }
+        }
+        // Weights held in Constant nodes (Paddle and TensorFlow exports).
+        for n in g.node.iter_mut().filter(|n| n.op_type == "Constant") {
+            if n.output
+                .first()
+                .is_some_and(|o| int8_weights.contains(o.as_str()))
+            {
+                continue;
+            }
+            for a in n.attribute.iter_mut().filter(|a| a.name == "value") {
+                if let Some(t) = a.t.as_mut() {
+                    round(t);
+                }
             }
         }
     }
@@ -225,7 +250,8 @@ pub fn apply(model: &OnnxModel, plan: &PrecisionPlan) -> OnnxModel {
     }
 
     let mut nodes = head;
-    for (index, mut n) in model.graph().node.iter().cloned().enumerate() {
+    let originals = std::mem::take(&mut out.graph_mut().node);
+    for (index, mut n) in originals.into_iter().enumerate() {
         for i in n.input.iter_mut() {
             if let Some(new) = consumer_rename.get(i) {
                 *i = new.clone();
@@ -234,6 +260,7 @@ pub fn apply(model: &OnnxModel, plan: &PrecisionPlan) -> OnnxModel {
         if let Some(dq) = weight_input.get(&index) {
             n.input[1] = dq.clone();
         }
+        nodes.extend(before_node.remove(&index).unwrap_or_default());
         for (pos, raw) in renamed_outputs.remove(&index).unwrap_or_default() {
             n.output[pos] = raw;
         }

@@ -179,6 +179,7 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
             )
         }
     };
+    let input_shapes = input.model.input_shapes();
     let request = BuildRequest {
         cell,
         model_path: Path::new(&model.path),
@@ -187,6 +188,7 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
         gpu_ordinal: input
             .gpu
             .map(|g| crate::gpu::cuda::ordinal_for_uuid(&g.uuid).unwrap_or(g.index as usize)),
+        input_shapes: &input_shapes,
     };
     let build_start = Instant::now();
     let backend_version = backend.version();
@@ -196,6 +198,7 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
         cache_sha256: cache.as_ref().map(|c| c.sha256.as_str()),
         backend_version: &backend_version,
         device: input.gpu.map_or("cpu", |g| g.uuid.as_str()),
+        input_shapes: &input_shapes,
     };
     let mut store_problem = None;
     let stored = ctx

@@ -58,14 +58,21 @@ pub struct EngineKey<'a> {
     pub backend_version: &'a str,
     /// The GPU's UUID (`cpu` for CPU backends).
     pub device: &'a str,
+    /// Shapes given for the model's inputs.
+    pub input_shapes: &'a crate::model::onnx::InputShapes,
 }
 
 impl EngineKey<'_> {
     /// The key's sha256.
     pub fn digest(&self) -> String {
+        let shapes: String = self
+            .input_shapes
+            .iter()
+            .map(|(k, v)| format!("shape {k}={v:?}\n"))
+            .collect();
         crate::hash::sha256_bytes(
             format!(
-                "model={}\ncache={}\nprecision={}\nbatch={}\nbackend={}\nbackend_version={}\ndevice={}\n",
+                "model={}\ncache={}\nprecision={}\nbatch={}\nbackend={}\nbackend_version={}\ndevice={}\n{shapes}",
                 self.model_sha256,
                 self.cache_sha256.unwrap_or("none"),
                 self.cell.precision,
@@ -224,6 +231,7 @@ mod tests {
             cache_sha256: None,
             backend_version: "v1",
             device: "cpu",
+            input_shapes: &Default::default(),
         };
         let base = k.digest();
         assert_ne!(
@@ -281,6 +289,7 @@ mod tests {
             cache_sha256: Some("b"),
             backend_version: "v",
             device: "cpu",
+            input_shapes: &Default::default(),
         };
         assert!(store.get(&k).unwrap().is_none());
         let path = store.put(&k, b"engine bytes").unwrap();
@@ -308,6 +317,7 @@ mod tests {
             cache_sha256: None,
             backend_version: "v",
             device: "cpu",
+            input_shapes: &Default::default(),
         };
         std::thread::scope(|s| {
             for _ in 0..4 {
@@ -347,6 +357,7 @@ mod tests {
             cache_sha256: None,
             backend_version: "v",
             device: "cpu",
+            input_shapes: &Default::default(),
         };
         let path = store.put(&k, b"payload of an engine").unwrap();
         let mut bytes = std::fs::read(&path).unwrap();

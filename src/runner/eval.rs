@@ -121,7 +121,8 @@ fn load(
     let Some(inputs_path) = &model.eval_inputs else {
         return Ok(None);
     };
-    let onnx = OnnxModel::load(&model.path).map_err(|e| e.to_string())?;
+    let onnx = crate::model::onnx::load_with_shapes(&model.path, &model.input_shapes())
+        .map_err(|e| e.to_string())?;
     let output_names: Vec<String> = onnx.outputs().into_iter().map(|o| o.name).collect();
     let inputs = read_inputs(model, &onnx)?;
     let samples = inputs.samples();

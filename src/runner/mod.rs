@@ -321,11 +321,26 @@ fn preflight(loaded: &LoadedSpec, cells: &[Cell]) -> anyhow::Result<()> {
                     model.path.display()
                 ));
             } else if real {
-                match crate::model::onnx::OnnxModel::load(&model.path) {
+                match crate::model::onnx::load_with_shapes(&model.path, &model.input_shapes()) {
                     Err(e) => problems.push(format!("model {:?}: {e}", model.id)),
-                    // Evaluation inputs of the wrong shape are bad input too.
+                    // Symbolic dimensions without a shape, and evaluation inputs of the
+                    // wrong shape, are bad input too.
                     Ok(onnx) => {
-                        if let Err(e) = eval::read_inputs(model, &onnx) {
+                        let unshaped: Vec<String> = onnx
+                            .inputs()
+                            .iter()
+                            .filter_map(|io| io.shape_at_batch(1).err())
+                            .collect();
+                        if !unshaped.is_empty() {
+                            for e in unshaped {
+                                problems.push(format!(
+                                    "model {:?} ({}): {}",
+                                    model.id,
+                                    model.path.display(),
+                                    e
+                                ));
+                            }
+                        } else if let Err(e) = eval::read_inputs(model, &onnx) {
                             problems.push(format!("model {:?} eval_inputs: {e}", model.id));
                         }
                     }

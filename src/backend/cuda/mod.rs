@@ -76,7 +76,7 @@ impl Backend for CudaBackend {
         let ctx = context_for(request)?;
         let precision = request.cell.precision;
         let (plan, diagnostics) = engine_plan(
-            request.model_path,
+            &request.load_model()?,
             request.cache_path,
             precision,
             request.cell.batch,
@@ -152,19 +152,18 @@ fn context_for_ordinal(ordinal: usize) -> Result<GpuContext, BackendError> {
 /// The plan of a model file at a precision (with its cache) and batch, before any tensor-core
 /// choice, and calibench's diagnostics of the cache against the model.
 fn engine_plan(
-    model: &std::path::Path,
+    model: &OnnxModel,
     cache: Option<&std::path::Path>,
     precision: Precision,
     batch: usize,
 ) -> Result<(Plan, Vec<super::EngineDiagnostic>), BackendError> {
-    let model = OnnxModel::load(model).map_err(|e| build_err(format!("{e:#}")))?;
     let cache = cache
         .map(CalibrationCache::read)
         .transpose()
         .map_err(build_err)?;
-    let pplan = precision::plan(&model, precision, cache.as_ref());
+    let pplan = precision::plan(model, precision, cache.as_ref());
     let diagnostics = super::reference::plan_diagnostics(&pplan);
-    let plan = Plan::from_model(&model, batch, &pplan).map_err(build_err)?;
+    let plan = Plan::from_model(model, batch, &pplan).map_err(build_err)?;
     Ok((plan, diagnostics))
 }
 

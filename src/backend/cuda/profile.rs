@@ -51,7 +51,7 @@ pub struct LayerProfile {
 /// Builds the cuda engine of a model and times each layer: `iterations` launches between two
 /// CUDA events, repeated `repeats` times, median of the repeats.
 pub fn profile_model(
-    model: &Path,
+    model: &crate::model::onnx::OnnxModel,
     cache: Option<&Path>,
     precision: Precision,
     batch: usize,

@@ -71,7 +71,7 @@ impl Backend for TensorRtBackend {
             .gpu_ordinal
             .ok_or_else(|| build_err("the tensorrt backend runs on a GPU; this cell has none"))?;
         let ctx = GpuContext::new(ordinal).map_err(build_err)?;
-        let model = OnnxModel::load(request.model_path).map_err(build_err)?;
+        let model = request.load_model()?;
         let cache = request
             .cache_path
             .map(CalibrationCache::read)
@@ -194,7 +194,7 @@ impl Backend for TensorRtBackend {
             .gpu_ordinal
             .ok_or_else(|| build_err("the tensorrt backend runs on a GPU; this cell has none"))?;
         let ctx = GpuContext::new(ordinal).map_err(build_err)?;
-        let model = OnnxModel::load(request.model_path).map_err(build_err)?;
+        let model = request.load_model()?;
         Ok(Box::new(TrtEngine::new(
             &self.trt,
             ctx,

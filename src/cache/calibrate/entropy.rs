@@ -58,6 +58,11 @@ impl RangeMethod for Entropy {
 }
 
 /// The number of bins (128..=2048) whose threshold minimizes KL(P‖Q), the last of equals.
+///
+/// Each threshold costs O(128), not O(bins): within a level Q is constant, so
+/// KL = Σ p ln p − Σ_levels (Σ_level p) · ln q_level, and both sums come from prefix sums of
+/// b and b·ln b. (A direct loop over the bins, as NVIDIA's code does, is the test's reference:
+/// 235 tensors of an OCR classifier took 60 s that way.)
 pub fn best_threshold_bin(hist: &[u64]) -> usize {
     let n = hist.len();
     if n <= LEVELS {
@@ -65,46 +70,48 @@ pub fn best_threshold_bin(hist: &[u64]) -> usize {
     }
     let mut bins: Vec<f64> = hist.iter().map(|&h| h as f64).collect();
     bins[0] = bins[1];
-    let mut tail = vec![0f64; n + 1];
-    for j in (0..n).rev() {
-        tail[j] = tail[j + 1] + bins[j];
+    // Prefix sums: counts, counts·ln(counts), non-empty bins.
+    let mut sum_b = vec![0f64; n + 1];
+    let mut sum_blnb = vec![0f64; n + 1];
+    let mut nonzero = vec![0usize; n + 1];
+    for (j, &b) in bins.iter().enumerate() {
+        sum_b[j + 1] = sum_b[j] + b;
+        sum_blnb[j + 1] = sum_blnb[j] + if b > 0.0 { b * b.ln() } else { 0.0 };
+        nonzero[j + 1] = nonzero[j] + (b > 0.0) as usize;
     }
-    let total = tail[0];
+    let total = sum_b[n];
     if total == 0.0 {
         return n;
     }
     let mut best = (f64::INFINITY, n);
-    let mut level_sum = [0f64; LEVELS];
-    let mut level_bins = [0usize; LEVELS];
     for i in LEVELS..=n {
-        level_sum.fill(0.0);
-        level_bins.fill(0);
-        for (j, &b) in bins[..i].iter().enumerate() {
-            if b > 0.0 {
-                let k = j * LEVELS / i;
-                level_sum[k] += b;
-                level_bins[k] += 1;
-            }
+        let tail = total - sum_b[i];
+        let last = bins[i - 1];
+        if last == 0.0 && tail > 0.0 {
+            continue; // P has mass where Q has none: infinitely bad
         }
-        // Q's total is P's minus the tail beyond i.
-        let q_total = total - tail[i];
-        let mut kl = 0.0;
-        for (j, &b) in bins[..i].iter().enumerate() {
-            let p = if j == i - 1 { b + tail[i] } else { b };
-            if p == 0.0 {
+        let q_total = total - tail;
+        // Σ p ln p: every non-empty bin before the last, then the last with the tail.
+        let p_last = (last + tail) / total;
+        let mut kl = (sum_blnb[i - 1] - sum_b[i - 1] * total.ln()) / total;
+        if p_last > 0.0 {
+            kl += p_last * p_last.ln();
+        }
+        // − Σ_levels (Σ p over the level) · ln q; level k holds bins ⌈k·i/128⌉ .. ⌈(k+1)·i/128⌉.
+        for k in 0..LEVELS {
+            let (start, end) = ((k * i).div_ceil(LEVELS), ((k + 1) * i).div_ceil(LEVELS));
+            let members = nonzero[end] - nonzero[start];
+            if members == 0 {
                 continue;
             }
-            if b == 0.0 {
-                kl = f64::INFINITY;
-                break;
-            }
-            let k = j * LEVELS / i;
-            let q = level_sum[k] / level_bins[k] as f64;
-            let (p, q) = (p / total, q / q_total);
-            kl += p * (p / q).ln();
+            let level = sum_b[end] - sum_b[start];
+            let mass = if end == i { level + tail } else { level };
+            let q = level / members as f64 / q_total;
+            kl -= mass / total * q.ln();
         }
-        if kl <= best.0 {
-            best = (kl, i);
+        // Ties (to rounding) keep the later threshold, as the reversed argmin does.
+        if kl <= best.0 + 1e-12 * best.0.abs() {
+            best = (kl.min(best.0), i);
         }
     }
     best.1

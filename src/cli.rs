@@ -145,6 +145,13 @@ pub struct StoreGcArgs {
     pub older_than: std::time::Duration,
 }
 
+/// A backend name.
+fn backend_kind(s: &str) -> Result<calibench::matrix::BackendKind, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        format!("{s:?} is not a backend: use reference, onnxruntime, cuda, tensorrt or mock")
+    })
+}
+
 /// A fraction between 0 and 1.
 fn fraction(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -469,6 +476,12 @@ pub struct RunArgs {
     /// Run all cells one after another on one worker (default: one worker per GPU, in parallel).
     #[arg(long)]
     pub serial: bool,
+
+    /// Run every CPU cell on these backends too and fail it when their outputs disagree
+    /// beyond the model's tolerance, e.g. `--cross-check reference,onnxruntime` (overrides
+    /// the spec's `[cross_check] backends`).
+    #[arg(long, value_name = "BACKENDS", value_delimiter = ',', value_parser = backend_kind)]
+    pub cross_check: Option<Vec<calibench::matrix::BackendKind>>,
 
     /// Let planned cells that could not be measured (no GPU, backend not installed) leave the
     /// run passing; by default they make it exit 1 (also `[gate] allow_skipped = true`).

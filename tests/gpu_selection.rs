@@ -58,6 +58,7 @@ fn options(dir: &Path, gpus: GpuInventory) -> RunOptions {
         engine_store: None,
         serial: false,
         allow_skipped: false,
+        cross_check: Vec::new(),
     }
 }
 

@@ -105,6 +105,7 @@ fn record(
                 ..Default::default()
             }],
         }),
+        cross_check: Vec::new(),
         expected: None,
         thresholds: None,
         calibench: ToolInfo {

@@ -3,6 +3,7 @@
 
 pub mod cuda;
 pub mod mock;
+pub mod onnxruntime;
 pub mod reference;
 pub mod tensorrt;
 
@@ -214,6 +215,7 @@ pub fn create(kind: BackendKind, spec: &Spec) -> Result<Box<dyn Backend>, Backen
     match kind {
         BackendKind::Mock => Ok(Box::new(mock::MockBackend::new(&spec.mock)?)),
         BackendKind::Reference => Ok(Box::new(reference::ReferenceBackend)),
+        BackendKind::Onnxruntime => Ok(Box::new(onnxruntime::OnnxRuntimeBackend::open()?)),
         #[cfg(feature = "tensorrt")]
         BackendKind::Tensorrt => Ok(Box::new(tensorrt::engine::TensorRtBackend::open()?)),
         #[cfg(not(feature = "tensorrt"))]

@@ -45,6 +45,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
                 .unwrap_or_else(|| args.output.join(".cache").join("engines"))
         }),
         allow_skipped: args.allow_skipped,
+        cross_check: args
+            .cross_check
+            .clone()
+            .unwrap_or_else(|| loaded.spec.cross_check.backends.clone()),
         telemetry_period: (args.telemetry_ms > 0)
             .then(|| std::time::Duration::from_millis(args.telemetry_ms)),
     };

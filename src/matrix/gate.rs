@@ -36,6 +36,16 @@ pub struct GateSpec {
     pub caution_max_top1_drop: Option<f64>,
 }
 
+/// The `[cross_check]` table: CPU cells are also run on these other backends, and a
+/// disagreement beyond the model's tolerance fails the cell (a second opinion on the engine).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CrossCheckSpec {
+    /// Backends whose CPU cells check each other, e.g. `["reference", "onnxruntime"]`.
+    #[serde(default)]
+    pub backends: Vec<super::BackendKind>,
+}
+
 /// What an `[[expect]]` table says a cell ends as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -75,6 +75,8 @@ impl FromStr for Precision {
 pub enum BackendKind {
     /// CPU reference (tract): fp32 truth and simulated fp16/int8.
     Reference,
+    /// onnxruntime on the CPU, opened at run time: the same rewritten models.
+    Onnxruntime,
     /// Real GPU execution through CUDA (cudarc, cuBLASLt, nvrtc).
     Cuda,
     /// TensorRT through FFI.
@@ -88,6 +90,7 @@ impl BackendKind {
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Reference => "reference",
+            BackendKind::Onnxruntime => "onnxruntime",
             BackendKind::Cuda => "cuda",
             BackendKind::Tensorrt => "tensorrt",
             BackendKind::Mock => "mock",
@@ -103,7 +106,7 @@ impl BackendKind {
     pub fn runs_on(self, device: &DeviceSelector) -> bool {
         match self {
             BackendKind::Mock => true,
-            BackendKind::Reference => *device == DeviceSelector::Cpu,
+            BackendKind::Reference | BackendKind::Onnxruntime => *device == DeviceSelector::Cpu,
             BackendKind::Cuda | BackendKind::Tensorrt => *device != DeviceSelector::Cpu,
         }
     }

@@ -39,10 +39,18 @@ pub struct ModelSpec {
     /// Accuracy tolerances.
     #[serde(default)]
     pub tolerance: ToleranceSpec,
+    /// The backend that computes the reference outputs when `reference` is not given:
+    /// `reference` (tract, the default) or `onnxruntime`.
+    #[serde(default = "default_reference_backend")]
+    pub reference_backend: BackendKind,
     /// Shapes of inputs with symbolic dimensions (`[models.inputs.x] shape = [1, 3, 48, 192]`,
     /// trtexec's `--shapes`); axis 0 takes each cell's batch size.
     #[serde(default)]
     pub inputs: std::collections::BTreeMap<String, InputSpec>,
+}
+
+fn default_reference_backend() -> BackendKind {
+    BackendKind::Reference
 }
 
 /// Settings of one model input.
@@ -283,6 +291,9 @@ pub struct Spec {
     /// Cells known to fail or be skipped, with why (pytest's xfail).
     #[serde(default)]
     pub expect: Vec<super::gate::ExpectSpec>,
+    /// CPU backends that check each other's outputs on every CPU cell.
+    #[serde(default)]
+    pub cross_check: super::gate::CrossCheckSpec,
 }
 
 /// One thing wrong with a spec: where, what, and how to fix it.
@@ -458,6 +469,19 @@ impl Spec {
             for (o, t) in &m.tolerance.outputs {
                 t.problems(&format!("models[{i}].tolerance.outputs.{o}"), &mut out);
             }
+            if !matches!(
+                m.reference_backend,
+                BackendKind::Reference | BackendKind::Onnxruntime
+            ) {
+                push!(
+                    format!("models[{i}].reference_backend"),
+                    format!(
+                        "reference outputs are computed on the CPU; {} is not a CPU backend",
+                        m.reference_backend
+                    ),
+                    "use \"reference\" (tract) or \"onnxruntime\"".into(),
+                );
+            }
             for (name, input) in &m.inputs {
                 if input.shape.is_empty() || input.shape.contains(&0) {
                     push!(
@@ -614,6 +638,22 @@ impl Spec {
                 &self.expect,
                 &super::expand(self),
             ));
+        }
+        for b in &self.cross_check.backends {
+            if b.is_gpu() {
+                push!(
+                    "cross_check.backends".into(),
+                    format!("{b} runs on GPUs; the cross-check compares CPU backends"),
+                    "list CPU backends: \"reference\", \"onnxruntime\"".into(),
+                );
+            }
+        }
+        if self.cross_check.backends.len() == 1 {
+            push!(
+                "cross_check.backends".into(),
+                "a cross-check needs two backends".into(),
+                "e.g. backends = [\"reference\", \"onnxruntime\"]".into(),
+            );
         }
         for (i, cond) in self.mock.fail.iter().enumerate() {
             if let Err(e) = super::Filter::parse(cond) {

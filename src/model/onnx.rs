@@ -403,7 +403,7 @@ pub fn float_data(t: &pb::TensorProto) -> Option<Vec<f32>> {
         return None;
     }
     if !t.raw_data.is_empty() {
-        if t.raw_data.len() % 4 != 0 {
+        if !t.raw_data.len().is_multiple_of(4) {
             return None;
         }
         Some(

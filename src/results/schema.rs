@@ -323,6 +323,22 @@ pub struct VerdictThresholds {
     pub caution_max_top1_drop: Option<f64>,
 }
 
+/// A comparison of a cell's outputs with another backend's engine of the same cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrossCheck {
+    /// The other backend.
+    pub backend: String,
+    /// Cosine similarity of the first outputs.
+    pub cosine: f64,
+    /// Largest absolute difference of the first outputs.
+    pub max_abs: f64,
+    /// Whether they agree within the model's tolerance at this precision.
+    pub agree: bool,
+    /// Why not, or why the check could not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// One finished cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -368,6 +384,9 @@ pub struct Record {
     /// Accuracy, when measured.
     #[serde(default)]
     pub accuracy: Option<Accuracy>,
+    /// The other CPU backends this cell's outputs were compared with (`[cross_check]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cross_check: Vec<CrossCheck>,
     /// How the spec's `[[expect]]` tables say this cell ends, if one names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<crate::matrix::Expectation>,
@@ -481,6 +500,7 @@ pub(crate) mod tests_support {
                 outliers: None,
             }),
             accuracy: None,
+            cross_check: Vec::new(),
             expected: None,
             thresholds: None,
             calibench: ToolInfo::current(),

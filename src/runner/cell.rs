@@ -98,6 +98,7 @@ impl CellContext<'_> {
             latency: None,
             end_to_end: None,
             accuracy: None,
+            cross_check: Vec::new(),
             expected: None,
             thresholds: None,
             calibench: ToolInfo::current(),
@@ -131,6 +132,12 @@ impl CellContext<'_> {
     }
 }
 
+/// Another backend that runs the same cell for the cross-check, or why it cannot exist here.
+pub type OtherBackend<'a> = (
+    crate::matrix::BackendKind,
+    &'a Result<Box<dyn Backend>, String>,
+);
+
 /// Everything one cell needs beyond the shared context.
 pub struct CellInputs<'a> {
     /// The cell.
@@ -143,6 +150,8 @@ pub struct CellInputs<'a> {
     pub eval: Result<Option<std::sync::Arc<EvalSet>>, String>,
     /// The GPU it runs on (GPU cells).
     pub gpu: Option<&'a GpuInfo>,
+    /// Other backends that run the same cell to cross-check its outputs.
+    pub cross: Vec<OtherBackend<'a>>,
 }
 
 /// Builds, evaluates and measures one cell. Every failure becomes a failed record.
@@ -278,7 +287,7 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
     }
     let latency_inputs: Vec<Tensor> = match &eval {
         Some(set) => {
-            let accuracy = match evaluate(engine.as_mut(), set, cell, input.model) {
+            let (accuracy, outputs) = match evaluate(engine.as_mut(), set, cell, input.model) {
                 Ok(a) => a,
                 Err(e) => {
                     record.status = Status::Failed;
@@ -295,6 +304,35 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
                 ));
             }
             record.accuracy = Some(accuracy);
+            record.cross_check = cross_check(&request, &input.cross, set, &outputs, input.model);
+            let disagree: Vec<String> = record
+                .cross_check
+                .iter()
+                .filter(|c| !c.agree)
+                .map(|c| {
+                    format!(
+                        "{} vs {}: {}",
+                        cell.backend,
+                        c.backend,
+                        c.reason.clone().unwrap_or_default()
+                    )
+                })
+                .collect();
+            if !disagree.is_empty() {
+                let message = format!(
+                    "the engines disagree, so this cell's accuracy cannot be trusted: {}",
+                    disagree.join("; ")
+                );
+                record.diagnostics.push(Diagnostic {
+                    kind: "engines_disagree".into(),
+                    message: message.clone(),
+                    fix: "one of the engines computes the model wrongly: compare with `polygraphy run MODEL --onnxrt`, report the node to calibench, and trust the backend that agrees with onnxruntime".into(),
+                });
+                if record.status == Status::Ok {
+                    record.status = Status::Failed;
+                    record.error = Some(error("cross_check", message));
+                }
+            }
             set.inputs
                 .batch(0, cell.batch.min(set.inputs.samples()), cell.batch)
         }
@@ -383,11 +421,92 @@ fn evaluate(
     set: &EvalSet,
     cell: &Cell,
     model: &ModelSpec,
-) -> Result<Accuracy, BackendError> {
+) -> Result<(Accuracy, Vec<Tensor>), BackendError> {
     let outputs = run_dataset(engine, &set.inputs, cell.batch)?;
     let names = engine.outputs().to_vec();
+    let accuracy = accuracy_of(&names, &outputs, set, cell, model)?;
+    Ok((accuracy, outputs))
+}
+
+/// Runs the cell on each other backend and compares its outputs with this engine's, with the
+/// model's tolerance at the cell's precision (the other engine's outputs as the reference).
+fn cross_check(
+    request: &BuildRequest<'_>,
+    others: &[OtherBackend<'_>],
+    set: &EvalSet,
+    outputs: &[Tensor],
+    model: &ModelSpec,
+) -> Vec<crate::results::schema::CrossCheck> {
+    let mut out = Vec::new();
+    for (kind, backend) in others {
+        let not_run = |why: String| crate::results::schema::CrossCheck {
+            backend: kind.to_string(),
+            cosine: f64::NAN,
+            max_abs: f64::NAN,
+            agree: false,
+            reason: Some(format!("the cross-check could not run: {why}")),
+        };
+        let cell = Cell {
+            backend: *kind,
+            ..request.cell.clone()
+        };
+        let other_request = BuildRequest {
+            cell: &cell,
+            ..*request
+        };
+        let theirs = match backend
+            .as_ref()
+            .map_err(|e| e.clone())
+            .and_then(|b| b.build(&other_request).map_err(|e| e.to_string()))
+            .and_then(|mut e| {
+                run_dataset(e.as_mut(), &set.inputs, cell.batch)
+                    .map(|o| (e.outputs().to_vec(), o))
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(not_run(e));
+                continue;
+            }
+        };
+        let (names, values) = theirs;
+        let Some((name, (mine, other))) = names.first().zip(outputs.first().zip(values.first()))
+        else {
+            out.push(not_run("no outputs to compare".into()));
+            continue;
+        };
+        if mine.shape != other.shape {
+            out.push(not_run(format!(
+                "output {name:?} is {:?} here and {:?} there",
+                mine.shape, other.shape
+            )));
+            continue;
+        }
+        let tol = model.tolerance.resolve(cell.precision, name);
+        let m = accuracy::compare(name, mine, other, None, &tol);
+        out.push(crate::results::schema::CrossCheck {
+            backend: kind.to_string(),
+            cosine: m.cosine,
+            max_abs: m.max_abs,
+            agree: m.reason.is_none(),
+            reason: m
+                .reason
+                .map(|r| format!("{r} (max |Δ| {:.3e}, cosine {:.6})", m.max_abs, m.cosine)),
+        });
+    }
+    out
+}
+
+/// The accuracy of an engine's outputs against the evaluation set's references.
+fn accuracy_of(
+    names: &[String],
+    outputs: &[Tensor],
+    set: &EvalSet,
+    cell: &Cell,
+    model: &ModelSpec,
+) -> Result<Accuracy, BackendError> {
     let mut metrics = Vec::new();
-    for (name, actual) in names.iter().zip(&outputs) {
+    for (name, actual) in names.iter().zip(outputs) {
         let Some(i) = set.reference.names.iter().position(|n| n == name) else {
             return Err(BackendError::Infer(format!(
                 "output {name:?} has no reference output"

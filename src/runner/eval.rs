@@ -148,15 +148,26 @@ fn load(
         None => {
             let inputs_sha = crate::hash::sha256_file(inputs_path)
                 .map_err(|e| format!("cannot read {}: {e}", inputs_path.display()))?;
-            let cached =
-                cache_dir.join(format!("{}-{}.npz", &model_sha256[..16], &inputs_sha[..16]));
-            let origin = format!("reference backend fp32 (cached in {})", cached.display());
+            let by = model.reference_backend;
+            let shapes: String = model
+                .input_shapes()
+                .iter()
+                .map(|(k, v)| format!("-{k}{v:?}"))
+                .collect();
+            let key = crate::hash::sha256_bytes(format!("{by}{shapes}").as_bytes());
+            let cached = cache_dir.join(format!(
+                "{}-{}-{}.npz",
+                &model_sha256[..16],
+                &inputs_sha[..16],
+                &key[..8]
+            ));
+            let origin = format!("{by} backend fp32 (cached in {})", cached.display());
             if cached.is_file() {
                 if let Ok(d) = Dataset::read(&cached, &output_names) {
                     return finish(inputs, labels, d, origin, model).map(Some);
                 }
             }
-            let computed = compute_reference(&onnx, &inputs)
+            let computed = compute_reference(&onnx, &inputs, by)
                 .map_err(|e| format!("computing reference outputs: {e}"))?;
             let named: Vec<(String, Tensor)> = output_names
                 .iter()
@@ -201,12 +212,27 @@ fn finish(
     })
 }
 
-/// fp32 outputs of the reference backend for every sample.
-fn compute_reference(onnx: &OnnxModel, inputs: &Dataset) -> Result<Dataset, BackendError> {
+/// fp32 outputs for every sample, from the model's `reference_backend` (tract by default, or
+/// onnxruntime).
+fn compute_reference(
+    onnx: &OnnxModel,
+    inputs: &Dataset,
+    by: crate::matrix::BackendKind,
+) -> Result<Dataset, BackendError> {
     let batch = inputs.samples().clamp(1, 64);
     let plan = precision::plan(onnx, Precision::Fp32, None);
-    let mut engine = ReferenceEngine::compile(onnx, batch, plan)?;
-    let tensors = run_dataset(&mut engine, inputs, batch)?;
+    let mut engine: Box<dyn Engine> = match by {
+        crate::matrix::BackendKind::Onnxruntime => Box::new(
+            crate::backend::onnxruntime::OnnxRuntimeBackend::open()?.compile(
+                onnx,
+                batch,
+                plan.layer_counts(),
+                Vec::new(),
+            )?,
+        ),
+        _ => Box::new(ReferenceEngine::compile(onnx, batch, plan)?),
+    };
+    let tensors = run_dataset(engine.as_mut(), inputs, batch)?;
     Ok(Dataset {
         names: engine.outputs().to_vec(),
         tensors,

@@ -67,6 +67,9 @@ pub struct RunOptions {
     pub engine_store: Option<PathBuf>,
     /// Planned cells that could not be measured leave the run passing.
     pub allow_skipped: bool,
+    /// CPU backends whose cells are cross-checked against each other (`[cross_check]`,
+    /// `--cross-check`).
+    pub cross_check: Vec<BackendKind>,
 }
 
 /// A selected cell with its device resolved: the GPU it runs on, or why it is skipped.
@@ -545,9 +548,25 @@ fn run_lane(
     for planned in cells {
         let cell = &planned.cell;
         shared.progress.start(cell, worker);
-        let backend = backends
-            .entry(cell.backend)
-            .or_insert_with(|| backend::create(cell.backend, spec).map_err(|e| e.to_string()));
+        // The cell's backend, and the other backends that cross-check a CPU cell.
+        let cross_kinds: Vec<BackendKind> =
+            if opts.cross_check.contains(&cell.backend) && cell.device == "cpu" {
+                opts.cross_check
+                    .iter()
+                    .copied()
+                    .filter(|k| *k != cell.backend)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+        for kind in std::iter::once(cell.backend).chain(cross_kinds.iter().copied()) {
+            backends
+                .entry(kind)
+                .or_insert_with(|| backend::create(kind, spec).map_err(|e| e.to_string()));
+        }
+        let backend = &backends[&cell.backend];
+        let cross: Vec<cell::OtherBackend<'_>> =
+            cross_kinds.iter().map(|k| (*k, &backends[k])).collect();
         let model = spec
             .models
             .iter()
@@ -570,6 +589,7 @@ fn run_lane(
                     backend,
                     eval,
                     gpu,
+                    cross,
                 },
             )
         }))

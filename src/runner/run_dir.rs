@@ -81,7 +81,7 @@ fn lock(dir: &Path) -> anyhow::Result<()> {
                         .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
                 };
                 let pid: Option<i32> = field("pid ").and_then(|p| p.parse().ok());
-                let same_host = field("host ").map_or(true, |h| h == host);
+                let same_host = field("host ").is_none_or(|h| h == host);
                 if let (Some(pid), true) = (pid, same_host) {
                     if !process_alive(pid) {
                         tracing::warn!(

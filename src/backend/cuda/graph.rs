@@ -557,7 +557,7 @@ impl Plan {
             };
             if let Some((y, shape, q)) = written {
                 let exact = kind == MmaKind::Fp16 || q > 0.0;
-                if exact && (shape[1] * bytes) % 32 == 0 && !io.contains(&y) {
+                if exact && (shape[1] * bytes).is_multiple_of(32) && !io.contains(&y) {
                     candidate[y] = Some((shape, q));
                 }
             }
@@ -587,7 +587,7 @@ impl Plan {
                     Layer::Conv { x, g, int8, .. } if capable(&self.layers[r]) => {
                         *x == y
                             && [g.n, g.c, g.h, g.w] == shape
-                            && int8.as_ref().map_or(true, |f| f.x_scale == q)
+                            && int8.as_ref().is_none_or(|f| f.x_scale == q)
                     }
                     Layer::Pool { x, g, .. } => *x == y && [g.n, g.c, g.h, g.w] == shape,
                     l @ (Layer::Unary { y: out, .. } | Layer::Binary { y: out, .. }) => {
@@ -1604,7 +1604,7 @@ fn reshape(input: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
     }
     let known: usize = shape.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} to {target:?}"));
         }
         shape[i] = total / known;

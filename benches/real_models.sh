@@ -95,6 +95,8 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     a = (r.get("accuracy") or {}).get("outputs", [{}])[0]
     x = (r.get("cross_check") or [{}])[0]
+    a = {k: (float("nan") if v is None else v) for k, v in a.items()}
+    x = {k: (float("nan") if v is None else v) for k, v in x.items()}
     lat = (r.get("latency") or {}).get("median_ms")
     err = (r.get("error") or {}).get("message", "").split("\n")[0][:160]
     print(f"{sys.argv[2]:13} {r['cell']['precision']:5} {r['cell']['backend']:11} {r['status']:7} "

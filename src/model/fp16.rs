@@ -221,7 +221,7 @@ pub fn apply(model: &OnnxModel) -> OnnxModel {
     let qdq =
         |n: &pb::NodeProto| matches!(n.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear");
     if g.node.iter().any(qdq) {
-        out.raise_opset(FP16_QDQ_OPSET);
+        super::opset::raise(&mut out, FP16_QDQ_OPSET);
     }
     out
 }

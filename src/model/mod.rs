@@ -4,6 +4,7 @@
 pub mod data;
 pub mod fp16;
 pub mod onnx;
+pub mod opset;
 pub mod precision;
 pub mod qdq;
 pub mod tensor;

@@ -250,16 +250,10 @@ impl OnnxModel {
         self.proto.encode_to_vec()
     }
 
-    /// Raises the default-domain opset to at least `version` (operators a rewrite adds need it).
+    /// Raises the default-domain opset to at least `version` (operators a rewrite adds need
+    /// it), rewriting nodes whose form or meaning changed ([`super::opset::raise`]).
     pub fn raise_opset(&mut self, version: i64) {
-        for o in self
-            .proto
-            .opset_import
-            .iter_mut()
-            .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        {
-            o.version = o.version.max(version);
-        }
+        super::opset::raise(self, version);
     }
 
     /// The graph (checked to exist at load).

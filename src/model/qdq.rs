@@ -278,7 +278,7 @@ pub fn apply(model: &OnnxModel, plan: &PrecisionPlan) -> OnnxModel {
         .any(|(_, t)| matches!(t, TensorPrecision::Int8(_)))
         || !plan.int8_weight_nodes.is_empty()
     {
-        out.raise_opset(QDQ_OPSET);
+        super::opset::raise(&mut out, QDQ_OPSET);
     }
     out
 }

@@ -48,7 +48,9 @@ PY
   fi
   python3 -c "import numpy as np, sys; np.save(sys.argv[2], np.load(sys.argv[1])[:$EVAL])" "$eval" "$dir/eval_n.npy"
   start=$(date +%s.%N)
-  "$BIN" calibrate -m "$model" -d "$calib" --method entropy -o "$dir/entropy.cache" 2>"$dir/calibrate.log"
+  if ! "$BIN" calibrate -m "$model" -d "$calib" --method entropy -o "$dir/entropy.cache" 2>"$dir/calibrate.log"; then
+    echo "$name: calibrate failed:"; cat "$dir/calibrate.log"; continue
+  fi
   echo "$name: calibrate $(tail -1 "$dir/calibrate.log")"
   input=$(python3 -c "import onnx,sys; m=onnx.load(sys.argv[1]); i=set(x.name for x in m.graph.initializer); print([x.name for x in m.graph.input if x.name not in i][0])" "$model")
   cat >"$dir/spec.toml" <<EOF

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 
@@ -110,7 +111,7 @@ fn build_err(path: &Path, e: impl std::fmt::Display) -> BackendError {
 pub struct OnnxRuntimeBackend {
     runtime: Runtime,
     threads: usize,
-    optimize: bool,
+    level: GraphOptimizationLevel,
 }
 
 impl std::fmt::Debug for OnnxRuntimeBackend {
@@ -130,7 +131,7 @@ impl OnnxRuntimeBackend {
         Ok(OnnxRuntimeBackend {
             runtime,
             threads,
-            optimize: true,
+            level: GraphOptimizationLevel::All,
         })
     }
 
@@ -138,13 +139,27 @@ impl OnnxRuntimeBackend {
     /// operators are evaluated as written, without fused int8 kernels (the literal meaning of
     /// the rewritten model, for comparing engines operator by operator).
     pub fn literal(mut self) -> OnnxRuntimeBackend {
-        self.optimize = false;
+        self.level = GraphOptimizationLevel::Disable;
         self
     }
 
     /// The library in use.
     pub fn library(&self) -> &Path {
         &self.runtime.library
+    }
+
+    /// The backend a precision's sessions use. onnxruntime's int8 fusions (level 2) reject the
+    /// fp16 scales of best's model (QLinearConcat: "Type 'tensor(float16)' … is invalid", seen
+    /// on PaddleOCR's detector), so best runs with the basic graph optimizations, which keep
+    /// Q/DQ as written.
+    fn for_precision(&self, p: Precision) -> OnnxRuntimeBackend {
+        match p {
+            Precision::Best if self.level == GraphOptimizationLevel::All => OnnxRuntimeBackend {
+                level: GraphOptimizationLevel::Level1,
+                ..self.clone()
+            },
+            _ => self.clone(),
+        }
     }
 
     /// The model onnxruntime runs for a precision, with the plan that describes it.
@@ -177,14 +192,9 @@ impl OnnxRuntimeBackend {
         diagnostics: Vec<EngineDiagnostic>,
     ) -> Result<OrtEngine, BackendError> {
         let bytes = model.to_bytes();
-        let level = if self.optimize {
-            ort::session::builder::GraphOptimizationLevel::All
-        } else {
-            ort::session::builder::GraphOptimizationLevel::Disable
-        };
         let session = Session::builder(&self.runtime.env)
             .map_err(|e| build_err(&model.path, e))?
-            .with_optimization_level(level)
+            .with_optimization_level(self.level)
             .map_err(|e| build_err(&model.path, e))?
             .with_intra_threads(self.threads)
             .map_err(|e| build_err(&model.path, e))?
@@ -264,12 +274,14 @@ impl Backend for OnnxRuntimeBackend {
             .transpose()
             .map_err(|e| BackendError::Build(e.to_string()))?;
         let (rewritten, plan) = Self::rewrite(&model, request.cell.precision, cache.as_ref());
-        Ok(Box::new(self.compile(
-            &rewritten,
-            request.cell.batch,
-            plan.layer_counts(),
-            super::reference::plan_diagnostics(&plan),
-        )?))
+        Ok(Box::new(
+            self.for_precision(request.cell.precision).compile(
+                &rewritten,
+                request.cell.batch,
+                plan.layer_counts(),
+                super::reference::plan_diagnostics(&plan),
+            )?,
+        ))
     }
 
     fn version(&self) -> String {
@@ -289,12 +301,14 @@ impl Backend for OnnxRuntimeBackend {
         let (header, payload) = StoredEngine::decode(bytes, origin, "onnxruntime")?;
         let model = OnnxModel::from_bytes(origin, payload)
             .map_err(|e| BackendError::Build(e.to_string()))?;
-        Ok(Box::new(self.compile(
-            &model,
-            request.cell.batch,
-            header.layer_counts,
-            header.diagnostics,
-        )?))
+        Ok(Box::new(
+            self.for_precision(request.cell.precision).compile(
+                &model,
+                request.cell.batch,
+                header.layer_counts,
+                header.diagnostics,
+            )?,
+        ))
     }
 }
 

@@ -176,10 +176,12 @@ pub fn apply(model: &OnnxModel) -> OnnxModel {
                 *name = format!("{name}{TAG}");
             }
         }
+        // Constants that stay float32: sizes of shape arithmetic, and inputs ONNX requires in
+        // float32 (Resize's roi and scales).
         let constant_for_shapes = n.op_type == "Constant"
             && n.output
                 .first()
-                .is_some_and(|o| only_shape.contains(o.as_str()));
+                .is_some_and(|o| only_shape.contains(o.as_str()) || keep32.contains(o.as_str()));
         let constant_copied = n.op_type == "Constant"
             && n.output
                 .first()
@@ -302,5 +304,48 @@ mod tests {
 
     fn attr_to(n: &pb::NodeProto) -> Option<i64> {
         n.attribute.iter().find(|a| a.name == "to").map(|a| a.i)
+    }
+
+    #[test]
+    fn resize_scales_in_a_constant_node_stay_float32() {
+        // PaddleOCR's detector holds Resize's scales in a Constant node; fp16 there is an
+        // invalid model ("Type 'tensor(float16)' of input parameter … of operator (Resize)").
+        let mut model = crate::model::types::tests::shape_subgraph_model();
+        let scales = pb::NodeProto {
+            op_type: "Constant".into(),
+            output: vec!["scales".into()],
+            attribute: vec![pb::AttributeProto {
+                name: "value".into(),
+                t: Some(crate::model::onnx::float_tensor(
+                    "",
+                    &[4],
+                    &[1.0, 1.0, 2.0, 2.0],
+                )),
+                r#type: pb::attribute_proto::AttributeType::Tensor as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let resize = pb::NodeProto {
+            op_type: "Resize".into(),
+            name: "up".into(),
+            input: vec!["r".into(), "".into(), "scales".into()],
+            output: vec!["up".into()],
+            ..Default::default()
+        };
+        let g = model.graph_mut();
+        g.node.insert(1, scales);
+        g.node.insert(2, resize);
+        let fp16 = apply(&model);
+        let c = fp16
+            .graph()
+            .node
+            .iter()
+            .find(|n| n.output.first().is_some_and(|o| o == "scales"))
+            .unwrap();
+        assert_eq!(
+            c.attribute[0].t.as_ref().unwrap().data_type,
+            DataType::Float as i32
+        );
     }
 }

@@ -5,7 +5,12 @@
 //!   max(highest, lowest), not max(|highest|, |lowest|): a tensor ranging over [-5.53, 2.24] is
 //!   written as 2.24, so a negative-dominated range is understated. Prefer the JSON.
 //! - `calibration.json`: `{"CLS": "TensorsData", "data": {name: {"lowest": l, "highest": h}}}`
-//!   (older versions: `{name: [l, h]}`), which keeps both ends.
+//!   (older versions: `{name: [l, h]}`), which keeps both ends. Newer versions wrap each value
+//!   as a numpy array, `{"CLS": "numpy.array", "dtype": "float32", "data": [l]}` (or a scalar
+//!   `data`), add `hist`/`hist_edges` for entropy and percentile, and name the method in
+//!   `calibration_method` / `calibrate_method`; all of these are read.
+//! - `calibration.flatbuffers`: a binary table, recognized and refused with the fix (export the
+//!   JSON or text table instead).
 
 use std::path::Path;
 
@@ -94,6 +99,9 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, String> {
         Ok(c) => return Ok(Detected::TensorRt(c)),
         Err(e) => e,
     };
+    if looks_like_flatbuffers_table(bytes) {
+        return Err("this is onnxruntime's flatbuffers calibration table (calibration.flatbuffers), a binary format calibench does not read\nfix: export JSON or text instead (onnxruntime's write_calibration_table writes calibration.json and calibration.cache beside it) and import that".into());
+    }
     let text = std::str::from_utf8(bytes).map_err(|_| trt_error.to_string())?;
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     if first.trim_start().starts_with('{') {
@@ -103,6 +111,34 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, String> {
         return parse_table(text).map(Detected::OnnxruntimeTable);
     }
     Err(trt_error.to_string())
+}
+
+/// Whether bytes look like onnxruntime's flatbuffers table: binary (NUL bytes) holding
+/// NUL-terminated strings of which some are decimal numbers (its values) and some names.
+fn looks_like_flatbuffers_table(bytes: &[u8]) -> bool {
+    if !bytes.contains(&0) || bytes.len() < 16 {
+        return false;
+    }
+    let strings: Vec<&str> = bytes
+        .split(|&b| b == 0)
+        .filter_map(|s| {
+            // Each flatbuffers string is preceded by its 4-byte length; keep the printable tail.
+            let start = s
+                .iter()
+                .rposition(|b| !b.is_ascii_graphic())
+                .map_or(0, |i| i + 1);
+            std::str::from_utf8(&s[start..]).ok()
+        })
+        .filter(|s| s.len() >= 2)
+        .collect();
+    // Its values are decimal strings ("3.1415…"), one per name: demand a dot and a balance, so
+    // that digit runs in an ONNX model's or engine's bytes do not count.
+    let numbers = strings
+        .iter()
+        .filter(|s| s.contains('.') && s.len() >= 3 && s.parse::<f64>().is_ok())
+        .count();
+    let names = strings.len() - numbers;
+    numbers >= 2 && names >= numbers && names <= 2 * numbers + 2
 }
 
 fn parse_table(text: &str) -> Result<Vec<(String, f64)>, String> {
@@ -132,7 +168,16 @@ fn parse_json(text: &str) -> Result<Vec<(String, f64, f64)>, String> {
     let map = data
         .as_object()
         .ok_or_else(|| "JSON is not an object of tensor ranges".to_string())?;
-    let num = |v: &Value| v.as_f64();
+    // A number, or a numpy array of one ({"CLS": "numpy.array", "data": [x] or x}).
+    let num = |v: &Value| match v {
+        Value::Object(o) => match o.get("data") {
+            Some(Value::Array(a)) if a.len() == 1 => a[0].as_f64(),
+            Some(d) => d.as_f64(),
+            None => None,
+        },
+        Value::Array(a) if a.len() == 1 => a[0].as_f64(),
+        _ => v.as_f64(),
+    };
     let mut out = Vec::new();
     for (name, range) in map {
         let pair = match range {
@@ -221,5 +266,51 @@ mod tests {
         let e = detect(b"hello world again\n").unwrap_err();
         assert!(e.contains("line 1"), "{e}");
         assert!(detect(b"{\"t\": 3}").unwrap_err().contains("lowest"));
+    }
+
+    #[test]
+    fn numpy_wrapped_json_values_are_read() {
+        let json = r#"{"CLS": "TensorsData", "calibration_method": "MinMax", "data": {
+            "conv1_out": {"CLS": "TensorData",
+                "lowest": {"CLS": "numpy.array", "dtype": "float32", "data": [-5.53]},
+                "highest": {"CLS": "numpy.array", "dtype": "float32", "data": [2.24]},
+                "hist": {"CLS": "numpy.array", "dtype": "int64", "data": [1, 2, 3]}},
+            "relu1_out": {"lowest": {"CLS": "numpy.array", "dtype": "float32", "data": 0.0},
+                          "highest": {"CLS": "numpy.array", "dtype": "float32", "data": 4.5}}}}"#;
+        let Detected::OnnxruntimeJson(t) = detect(json.as_bytes()).unwrap() else {
+            panic!("not read as onnxruntime JSON");
+        };
+        let names: Vec<&str> = t.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, ["conv1_out", "relu1_out"]);
+        assert!((t[0].1 + 5.53).abs() < 1e-6 && (t[0].2 - 2.24).abs() < 1e-6);
+        assert_eq!((t[1].1, t[1].2), (0.0, 4.5));
+    }
+
+    #[test]
+    fn the_flatbuffers_table_is_named_and_refused_and_a_model_is_not_taken_for_it() {
+        // The layout of onnxruntime's TrtTable: length-prefixed, NUL-terminated strings.
+        let mut fb = vec![12u8, 0, 0, 0, 8, 0, 12, 0, 4, 0, 8, 0];
+        for (k, v) in [
+            ("conv1_out", "5.362141"),
+            ("relu1_out", "5.362141"),
+            ("logits", "37.05397"),
+        ] {
+            for s in [k, v] {
+                fb.extend((s.len() as u32).to_le_bytes());
+                fb.extend(s.as_bytes());
+                fb.push(0);
+            }
+        }
+        let err = detect(&fb).unwrap_err();
+        assert!(
+            err.contains("onnxruntime's flatbuffers calibration table"),
+            "{err}"
+        );
+        assert!(err.contains("export JSON or text"), "{err}");
+        let model = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/digits/digits_cnn.onnx"),
+        )
+        .unwrap();
+        assert!(!detect(&model).unwrap_err().contains("flatbuffers"));
     }
 }

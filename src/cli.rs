@@ -265,10 +265,23 @@ pub struct CalibrateArgs {
     /// samples on axis 0.
     #[arg(long, short = 'd', value_name = "CALIB")]
     pub data: PathBuf,
-    /// entropy (TensorRT's EntropyCalibration2), entropy-onnxruntime (onnxruntime's variant, to
-    /// match caches made with onnxruntime.quantization), minmax, or percentile[=99.99].
+    /// entropy (TensorRT's EntropyCalibration2, as NVIDIA's ModelOpt computes it),
+    /// entropy-onnxruntime (onnxruntime's variant, to match caches made with
+    /// onnxruntime.quantization), minmax, or percentile[=99.99].
     #[arg(long, default_value = "entropy", value_parser = |s: &str| s.parse::<calibench::cache::calibrate::Method>())]
     pub method: calibench::cache::calibrate::Method,
+    /// entropy-onnxruntime: bins of its histogram (default 2048). onnxruntime.quantization's
+    /// own defaults are --num-bins 128 --num-quantized-bins 128 (symmetric False): pass those to
+    /// match a cache made with its defaults.
+    #[arg(long, value_name = "N")]
+    pub num_bins: Option<usize>,
+    /// entropy-onnxruntime: quantized levels of the threshold search (default 128).
+    #[arg(long, value_name = "N")]
+    pub num_quantized_bins: Option<usize>,
+    /// entropy-onnxruntime: onnxruntime's `symmetric` option (recorded; it changes the zero
+    /// points onnxruntime writes, not the threshold calibench's cache holds).
+    #[arg(long, value_name = "BOOL")]
+    pub symmetric: Option<bool>,
     /// Where to write the cache (a provenance sidecar FILE.provenance.json is written beside it).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: PathBuf,

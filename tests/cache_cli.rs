@@ -321,3 +321,86 @@ fn entropy_onnxruntime_matches_onnxruntimes_own_cache() {
         );
     }
 }
+
+#[test]
+fn entropy_onnxruntime_with_onnxruntimes_defaults_matches_a_live_onnxruntime() {
+    // onnxruntime's own defaults are 128 bins and 128 quantized bins, not the 2048 calibench
+    // uses by default: with those flags the caches agree.
+    let has = std::process::Command::new("python3")
+        .args(["-c", "import onnxruntime.quantization, numpy, onnx"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has {
+        assert!(
+            std::env::var("CALIBENCH_REQUIRE_ONNXRUNTIME").map_or(true, |v| v != "1"),
+            "CALIBENCH_REQUIRE_ONNXRUNTIME=1 but python3 cannot import onnxruntime.quantization"
+        );
+        eprintln!("skipped: python3 has no onnxruntime (pip install onnxruntime onnx numpy)");
+        return;
+    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ort_entropy_defaults.py");
+    let o = std::process::Command::new("python3")
+        .arg(script)
+        .args([digits("digits_cnn.onnx"), digits("calib.npy")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let theirs: Vec<(String, f32)> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("RANGE "))
+        .filter_map(|l| {
+            l.rsplit_once(' ')
+                .map(|(n, v)| (n.to_string(), v.parse().unwrap()))
+        })
+        .collect();
+    assert!(theirs.len() >= 9, "{theirs:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ort-defaults.cache");
+    let args = [
+        "calibrate",
+        "--method",
+        "entropy-onnxruntime",
+        "--num-bins",
+        "128",
+        "--num-quantized-bins",
+        "128",
+        "--symmetric",
+        "false",
+        "-m",
+        &digits("digits_cnn.onnx"),
+        "-d",
+        &digits("calib.npy"),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let c = calibench(&args);
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let ours = calibench::cache::CalibrationCache::read(&out).unwrap();
+    for (name, amax) in &theirs {
+        let mine = ours
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} has no entry"));
+        let rel = (mine.amax() / amax - 1.0).abs();
+        assert!(
+            rel < 1e-5,
+            "{name}: {} vs onnxruntime {amax} ({rel:e})",
+            mine.amax()
+        );
+    }
+    // The option is refused where it means nothing.
+    let wrong = calibench(&[
+        "calibrate",
+        "--method",
+        "minmax",
+        "--num-bins",
+        "128",
+        "-m",
+        &digits("digits_cnn.onnx"),
+        "-d",
+        &digits("calib.npy"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(wrong.status.code(), Some(2));
+}

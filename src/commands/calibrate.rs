@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use calibench::backend::{cuda, reference};
-use calibench::cache::calibrate::{cache_from_ranges, collect_ranges, EngineActivations};
+use calibench::cache::calibrate::{cache_from_ranges, collect_ranges, EngineActivations, Method};
 use calibench::cache::provenance::Provenance;
 use calibench::model::data::Dataset;
 use calibench::model::onnx::OnnxModel;
@@ -12,7 +12,29 @@ use calibench::model::onnx::OnnxModel;
 use super::Outcome;
 use crate::cli::CalibrateArgs;
 
+/// The method with the entropy-onnxruntime options applied (refused for other methods).
+fn method(args: &CalibrateArgs) -> anyhow::Result<Method> {
+    let given =
+        args.num_bins.is_some() || args.num_quantized_bins.is_some() || args.symmetric.is_some();
+    match args.method {
+        Method::EntropyOnnxruntime(mut s) => {
+            s.bins = args.num_bins.unwrap_or(s.bins);
+            s.quantized_bins = args.num_quantized_bins.unwrap_or(s.quantized_bins);
+            s.symmetric = args.symmetric.unwrap_or(s.symmetric);
+            if let Some(p) = s.problem() {
+                bail!("{p}\nfix: e.g. --num-bins 128 --num-quantized-bins 128 (onnxruntime's defaults)");
+            }
+            Ok(Method::EntropyOnnxruntime(s))
+        }
+        m if given => bail!(
+            "--num-bins, --num-quantized-bins and --symmetric are onnxruntime's entropy settings; method {m} has none\nfix: add --method entropy-onnxruntime, or drop them"
+        ),
+        m => Ok(m),
+    }
+}
+
 pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<Outcome> {
+    let method = method(args)?;
     let mut model = OnnxModel::load(&args.model)?;
     let input_names: Vec<String> = model.inputs().into_iter().map(|i| i.name).collect();
     let data = Dataset::read(&args.data, &input_names)?;
@@ -43,8 +65,8 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<Outcome> {
         ),
     };
     let start = Instant::now();
-    let ranges = collect_ranges(&mut source, args.method).map_err(anyhow::Error::msg)?;
-    let cache = cache_from_ranges(&tensors, &ranges, args.method, args.trt_version);
+    let ranges = collect_ranges(&mut source, method).map_err(anyhow::Error::msg)?;
+    let cache = cache_from_ranges(&tensors, &ranges, method, args.trt_version);
     cache
         .write(&args.output)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
@@ -52,7 +74,7 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<Outcome> {
     let provenance = Provenance {
         cache_sha256: Some(calibench::hash::sha256_file(&args.output)?),
         model_sha256: Some(calibench::hash::sha256_file(&args.model)?),
-        calibrator: Some(args.method.to_string()),
+        calibrator: Some(method.to_string()),
         dataset_id: Some(args.dataset_id.clone().unwrap_or_else(|| {
             format!(
                 "{}@{}",

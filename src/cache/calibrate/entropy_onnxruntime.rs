@@ -11,23 +11,74 @@
 
 use super::RangeMethod;
 
-/// Bins of the initial histogram (onnxruntime's `num_bins` as calibench passes it).
-pub const ORT_BINS: usize = 2048;
-/// Quantized levels (onnxruntime's `num_quantized_bins`).
-pub const ORT_QUANTIZED_BINS: usize = 128;
+/// onnxruntime's settings of its entropy calibrator (`create_calibrator(…, extra_options=
+/// {"num_bins": …, "num_quantized_bins": …, "symmetric": …})`).
+///
+/// onnxruntime's own defaults are `num_bins = 128, num_quantized_bins = 128, symmetric = False`
+/// (`EntropyCalibrater.__init__`); calibench's default is 2048 bins (TensorRT's resolution),
+/// which is what fixtures/make_digits.py passes. `symmetric` changes the zero points
+/// onnxruntime writes, not the threshold: its entropy histogram is over [-max|x|, max|x|] and
+/// the window is centred on zero either way, so calibench's amax is the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrtEntropySettings {
+    /// Bins of the signed histogram (`num_bins`).
+    pub bins: usize,
+    /// Quantized levels (`num_quantized_bins`).
+    pub quantized_bins: usize,
+    /// `symmetric` (recorded; no effect on amax, see above).
+    pub symmetric: bool,
+}
+
+impl Default for OrtEntropySettings {
+    fn default() -> Self {
+        OrtEntropySettings {
+            bins: 2048,
+            quantized_bins: 128,
+            symmetric: true,
+        }
+    }
+}
+
+impl OrtEntropySettings {
+    /// onnxruntime.quantization's defaults.
+    pub const ONNXRUNTIME_DEFAULTS: OrtEntropySettings = OrtEntropySettings {
+        bins: 128,
+        quantized_bins: 128,
+        symmetric: false,
+    };
+
+    /// Why these settings cannot run, if they cannot.
+    pub fn problem(&self) -> Option<String> {
+        (self.quantized_bins < 2 || self.bins < self.quantized_bins).then(|| {
+            format!(
+                "num_bins = {} and num_quantized_bins = {}: num_bins must be at least num_quantized_bins (>= 2)",
+                self.bins, self.quantized_bins
+            )
+        })
+    }
+}
 
 /// The range of a tensor (first pass), then its signed histogram (second pass).
 #[derive(Debug)]
 pub struct EntropyOnnxruntime {
     hist: Vec<u64>,
+    quantized_bins: usize,
     min: f32,
     max: f32,
 }
 
 impl Default for EntropyOnnxruntime {
     fn default() -> Self {
+        EntropyOnnxruntime::new(OrtEntropySettings::default())
+    }
+}
+
+impl EntropyOnnxruntime {
+    /// A collector with onnxruntime's settings.
+    pub fn new(settings: OrtEntropySettings) -> EntropyOnnxruntime {
         EntropyOnnxruntime {
-            hist: vec![0; ORT_BINS],
+            hist: vec![0; settings.bins],
+            quantized_bins: settings.quantized_bins,
             min: f32::INFINITY,
             max: f32::NEG_INFINITY,
         }
@@ -120,7 +171,8 @@ impl EntropyOnnxruntime {
         let n = hist.len();
         let e = edges(self.threshold(), n);
         let zero = n / 2;
-        let half_q = ORT_QUANTIZED_BINS / 2;
+        let levels = self.quantized_bins;
+        let half_q = levels / 2;
         let mut best = (f64::INFINITY, (e[0], e[n]));
         for i in half_q..=zero {
             let (start, end) = (zero - i, (zero + i + 1).min(n));
@@ -129,12 +181,11 @@ impl EntropyOnnxruntime {
             let last = p.len() - 1;
             p[0] += hist[..start].iter().sum::<u64>() as f64;
             p[last] += hist[end..].iter().sum::<u64>() as f64;
-            let merged = sliced.len() / ORT_QUANTIZED_BINS;
-            let mut quantized: Vec<u64> = (0..ORT_QUANTIZED_BINS)
+            let merged = sliced.len() / levels;
+            let mut quantized: Vec<u64> = (0..levels)
                 .map(|k| sliced[k * merged..(k + 1) * merged].iter().sum())
                 .collect();
-            quantized[ORT_QUANTIZED_BINS - 1] +=
-                sliced[ORT_QUANTIZED_BINS * merged..].iter().sum::<u64>();
+            quantized[levels - 1] += sliced[levels * merged..].iter().sum::<u64>();
             let mut q = vec![0f64; p.len()];
             for (k, &count) in quantized.iter().enumerate() {
                 let range = k * merged..(k + 1) * merged;
@@ -168,7 +219,7 @@ impl RangeMethod for EntropyOnnxruntime {
                 (self.min, self.max) = (self.min.min(v), self.max.max(v));
             }
         } else {
-            let add = histogram(values, ORT_BINS, self.threshold());
+            let add = histogram(values, self.hist.len(), self.threshold());
             self.hist.iter_mut().zip(add).for_each(|(h, a)| *h += a);
         }
     }

@@ -13,7 +13,7 @@ pub use engines::{EngineActivations, EngineBuilder};
 use std::collections::BTreeMap;
 
 pub use entropy::Entropy;
-pub use entropy_onnxruntime::EntropyOnnxruntime;
+pub use entropy_onnxruntime::{EntropyOnnxruntime, OrtEntropySettings};
 pub use minmax::MinMax;
 pub use percentile::Percentile;
 
@@ -83,7 +83,7 @@ pub enum Method {
     Entropy,
     /// onnxruntime's variant of the entropy search (signed, growing histogram), to reproduce
     /// caches made with `onnxruntime.quantization`.
-    EntropyOnnxruntime,
+    EntropyOnnxruntime(OrtEntropySettings),
     /// Largest |x| seen.
     MinMax,
     /// The given percentile of |x| (e.g. 99.99).
@@ -95,7 +95,7 @@ impl std::str::FromStr for Method {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "entropy" => Ok(Method::Entropy),
-            "entropy-onnxruntime" => Ok(Method::EntropyOnnxruntime),
+            "entropy-onnxruntime" => Ok(Method::EntropyOnnxruntime(Default::default())),
             "minmax" => Ok(Method::MinMax),
             "percentile" => Ok(Method::Percentile(99.99)),
             p => p
@@ -112,7 +112,14 @@ impl std::fmt::Display for Method {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Method::Entropy => f.write_str("entropy"),
-            Method::EntropyOnnxruntime => f.write_str("entropy-onnxruntime"),
+            Method::EntropyOnnxruntime(s) if *s == OrtEntropySettings::default() => {
+                f.write_str("entropy-onnxruntime")
+            }
+            Method::EntropyOnnxruntime(s) => write!(
+                f,
+                "entropy-onnxruntime(num_bins={}, num_quantized_bins={}, symmetric={})",
+                s.bins, s.quantized_bins, s.symmetric
+            ),
             Method::MinMax => f.write_str("minmax"),
             Method::Percentile(p) => write!(f, "percentile={p}"),
         }
@@ -124,7 +131,7 @@ impl Method {
     pub fn collector(self) -> Box<dyn RangeMethod> {
         match self {
             Method::Entropy => Box::new(Entropy::default()),
-            Method::EntropyOnnxruntime => Box::new(EntropyOnnxruntime::default()),
+            Method::EntropyOnnxruntime(s) => Box::new(EntropyOnnxruntime::new(s)),
             Method::MinMax => Box::new(MinMax::default()),
             Method::Percentile(p) => Box::new(Percentile::new(p)),
         }
@@ -134,7 +141,7 @@ impl Method {
     /// (percentile is what IInt8LegacyCalibrator does).
     pub fn header_calibrator(self) -> Calibrator {
         match self {
-            Method::Entropy | Method::EntropyOnnxruntime => Calibrator::EntropyCalibration2,
+            Method::Entropy | Method::EntropyOnnxruntime(_) => Calibrator::EntropyCalibration2,
             Method::MinMax => Calibrator::MinMaxCalibration,
             Method::Percentile(_) => Calibrator::LegacyCalibration,
         }
@@ -403,7 +410,7 @@ mod tests {
             Method::MinMax,
             Method::Entropy,
             Method::Percentile(99.0),
-            Method::EntropyOnnxruntime,
+            Method::EntropyOnnxruntime(Default::default()),
         ] {
             let by_values =
                 collect_ranges(&mut Fixed(names.clone(), batches.clone()), method).unwrap();
@@ -411,7 +418,7 @@ mod tests {
             let by_stats = collect_ranges(&mut reducing, method).unwrap();
             assert_eq!(by_values, by_stats, "{method}");
             let passes = method.collector().passes();
-            let expected = if method == Method::EntropyOnnxruntime {
+            let expected = if matches!(method, Method::EntropyOnnxruntime(_)) {
                 0 // needs the values themselves
             } else {
                 3 * passes

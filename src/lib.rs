@@ -22,6 +22,13 @@ pub mod runner;
 pub mod corpus {
     use std::path::{Path, PathBuf};
 
+    /// Tells the person running the tests that one was skipped and why. Written to the
+    /// process's stderr directly, which libtest does not capture, so it shows in `cargo test`.
+    pub fn say_skipped(why: &str) {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "{why}");
+    }
+
     /// `../shared/fixtures/trt-caches` when present. When it is absent the caller's test is
     /// skipped with a line on stderr saying so, unless `CALIBENCH_REQUIRE_CORPUS=1` (set by
     /// `.ci/run`), which makes its absence a failure.
@@ -36,10 +43,10 @@ pub mod corpus {
                 dir.display()
             );
         }
-        eprintln!(
+        say_skipped(&format!(
             "skipped: the third-party corpus {} is absent (a clone outside the usual layout); set CALIBENCH_REQUIRE_CORPUS=1 to make that a failure",
             dir.display()
-        );
+        ));
         None
     }
 }

@@ -335,7 +335,9 @@ fn entropy_onnxruntime_with_onnxruntimes_defaults_matches_a_live_onnxruntime() {
             std::env::var("CALIBENCH_REQUIRE_ONNXRUNTIME").map_or(true, |v| v != "1"),
             "CALIBENCH_REQUIRE_ONNXRUNTIME=1 but python3 cannot import onnxruntime.quantization"
         );
-        eprintln!("skipped: python3 has no onnxruntime (pip install onnxruntime onnx numpy)");
+        calibench::corpus::say_skipped(
+            "skipped: python3 has no onnxruntime (pip install onnxruntime onnx numpy)",
+        );
         return;
     }
     let script =

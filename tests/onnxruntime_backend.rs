@@ -25,7 +25,9 @@ fn onnxruntime_present() -> bool {
                 std::env::var("CALIBENCH_REQUIRE_ONNXRUNTIME").map_or(true, |v| v != "1"),
                 "CALIBENCH_REQUIRE_ONNXRUNTIME=1 but onnxruntime is not found: {why}"
             );
-            eprintln!("skipped: onnxruntime not found ({why}); pip install onnxruntime");
+            calibench::corpus::say_skipped(&format!(
+                "skipped: onnxruntime not found ({why}); pip install onnxruntime"
+            ));
             false
         }
     }

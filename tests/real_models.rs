@@ -125,8 +125,8 @@ fn python_checker() -> bool {
             std::env::var("CALIBENCH_REQUIRE_ONNXRUNTIME").map_or(true, |v| v != "1"),
             "CALIBENCH_REQUIRE_ONNXRUNTIME=1 but python3 cannot import onnx and onnxruntime"
         );
-        eprintln!(
-            "skipped: the onnx.checker / onnxruntime checks (pip install onnx onnxruntime numpy)"
+        calibench::corpus::say_skipped(
+            "skipped: the onnx.checker / onnxruntime checks (pip install onnx onnxruntime numpy)",
         );
     }
     has

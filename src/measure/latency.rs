@@ -108,17 +108,19 @@ fn run_criterion<T: IterationTimer>(
     let failure: RefCell<Option<T::Error>> = RefCell::new(None);
     let timer = RefCell::new(timer);
     let bench_id = criterion_id(id);
-    let mut c = criterion::Criterion::default()
-        .output_directory(out.dir)
-        .warm_up_time(Duration::from_millis(spec.warmup_ms.max(1)))
-        .measurement_time(Duration::from_millis(spec.measurement_ms.max(1)))
-        .sample_size(spec.samples.max(CRITERION_MIN_SAMPLES))
-        .nresamples(BOOTSTRAP_RESAMPLES)
-        .with_output_color(false);
-    if !out.html {
-        c = c.without_plots();
-    }
+    // Built inside the redirection: criterion's first construction probes for gnuplot and
+    // prints "Gnuplot not found, using plotters backend", which must not reach the terminal.
     with_stdout_to_stderr(!out.show, || {
+        let mut c = criterion::Criterion::default()
+            .output_directory(out.dir)
+            .warm_up_time(Duration::from_millis(spec.warmup_ms.max(1)))
+            .measurement_time(Duration::from_millis(spec.measurement_ms.max(1)))
+            .sample_size(spec.samples.max(CRITERION_MIN_SAMPLES))
+            .nresamples(BOOTSTRAP_RESAMPLES)
+            .with_output_color(false);
+        if !out.html {
+            c = c.without_plots();
+        }
         c.bench_function(&bench_id, |b| {
             b.iter_custom(|iters| {
                 if failure.borrow().is_some() {

@@ -326,36 +326,10 @@ fn entropy_onnxruntime_matches_onnxruntimes_own_cache() {
 fn entropy_onnxruntime_with_onnxruntimes_defaults_matches_a_live_onnxruntime() {
     // onnxruntime's own defaults are 128 bins and 128 quantized bins, not the 2048 calibench
     // uses by default: with those flags the caches agree.
-    let has = std::process::Command::new("python3")
-        .args(["-c", "import onnxruntime.quantization, numpy, onnx"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has {
-        assert!(
-            std::env::var("CALIBENCH_REQUIRE_ONNXRUNTIME").map_or(true, |v| v != "1"),
-            "CALIBENCH_REQUIRE_ONNXRUNTIME=1 but python3 cannot import onnxruntime.quantization"
-        );
-        calibench::corpus::say_skipped(
-            "skipped: python3 has no onnxruntime (pip install onnxruntime onnx numpy)",
-        );
+    if !common::python_has("onnxruntime.quantization, numpy, onnx") {
         return;
     }
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ort_entropy_defaults.py");
-    let o = std::process::Command::new("python3")
-        .arg(script)
-        .args([digits("digits_cnn.onnx"), digits("calib.npy")])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let theirs: Vec<(String, f32)> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("RANGE "))
-        .filter_map(|l| {
-            l.rsplit_once(' ')
-                .map(|(n, v)| (n.to_string(), v.parse().unwrap()))
-        })
-        .collect();
+    let theirs = common::onnxruntime_ranges(&[]);
     assert!(theirs.len() >= 9, "{theirs:?}");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ort-defaults.cache");
@@ -412,29 +386,10 @@ fn percentile_matches_a_live_onnxruntime_where_both_histograms_start_at_zero() {
     // onnxruntime's percentile histogram spans [min|x|, max|x|], NVIDIA ModelOpt's and
     // calibench's [0, max|x|]: on tensors with exact zeros (ReLU outputs, pools of them, the
     // image input) the two coincide, and so must the percentiles (lower bin edge).
-    let has = std::process::Command::new("python3")
-        .args(["-c", "import onnxruntime.quantization, numpy, onnx"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has {
-        assert!(
-            std::env::var("CALIBENCH_REQUIRE_ONNXRUNTIME").map_or(true, |v| v != "1"),
-            "CALIBENCH_REQUIRE_ONNXRUNTIME=1 but python3 cannot import onnxruntime.quantization"
-        );
-        calibench::corpus::say_skipped(
-            "skipped: python3 has no onnxruntime (pip install onnxruntime onnx numpy)",
-        );
+    if !common::python_has("onnxruntime.quantization, numpy, onnx") {
         return;
     }
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ort_entropy_defaults.py");
-    let o = std::process::Command::new("python3")
-        .arg(script)
-        .args([digits("digits_cnn.onnx"), digits("calib.npy")])
-        .args(["percentile", "99.9"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let theirs = common::onnxruntime_ranges(&["percentile", "99.9"]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("p.cache");
     let c = calibench(&[
@@ -453,29 +408,21 @@ fn percentile_matches_a_live_onnxruntime_where_both_histograms_start_at_zero() {
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
     let ours = calibench::cache::CalibrationCache::read(&out).unwrap();
     let mut compared = 0;
-    for line in String::from_utf8_lossy(&o.stdout).lines() {
-        let Some((name, v)) = line.strip_prefix("RANGE ").and_then(|l| l.rsplit_once(' ')) else {
-            continue;
-        };
-        if ![
-            "input",
-            "relu1_out",
-            "pool1_out",
-            "relu2_out",
-            "flat_out",
-            "relu3_out",
-        ]
-        .contains(&name)
-        {
-            continue;
-        }
-        let theirs: f32 = v.parse().unwrap();
-        let rel = (ours.get(name).unwrap().amax() / theirs - 1.0).abs();
-        assert!(
-            rel < 1e-6,
-            "{name}: {} vs onnxruntime {theirs} ({rel:e})",
-            ours.get(name).unwrap().amax()
-        );
+    let zero_based = [
+        "input",
+        "relu1_out",
+        "pool1_out",
+        "relu2_out",
+        "flat_out",
+        "relu3_out",
+    ];
+    for (name, amax) in theirs
+        .iter()
+        .filter(|(n, _)| zero_based.contains(&n.as_str()))
+    {
+        let mine = ours.get(name).unwrap().amax();
+        let rel = (mine / amax - 1.0).abs();
+        assert!(rel < 1e-6, "{name}: {mine} vs onnxruntime {amax} ({rel:e})");
         compared += 1;
     }
     assert_eq!(compared, 6);

@@ -114,24 +114,6 @@ fn cache_check_reports_an_int64_entry_as_ignored() {
     assert!(out.contains("verdict:  Ok"), "{out}");
 }
 
-/// Whether Python can check models (onnx and onnxruntime importable); says why not.
-fn python_checker() -> bool {
-    let has = Command::new("python3")
-        .args(["-c", "import onnx, onnxruntime, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has {
-        assert!(
-            std::env::var("CALIBENCH_REQUIRE_ONNXRUNTIME").map_or(true, |v| v != "1"),
-            "CALIBENCH_REQUIRE_ONNXRUNTIME=1 but python3 cannot import onnx and onnxruntime"
-        );
-        calibench::corpus::say_skipped(
-            "skipped: the onnx.checker / onnxruntime checks (pip install onnx onnxruntime numpy)",
-        );
-    }
-    has
-}
-
 #[test]
 fn rewrites_of_the_ocr_classifier_are_valid_models() {
     use calibench::model::types::tensor_kinds;
@@ -192,7 +174,7 @@ fn rewrites_of_the_ocr_classifier_are_valid_models() {
             }
         }
     }
-    if python_checker() {
+    if common::python_has("onnx, onnxruntime, numpy") {
         let feeds = inputs(dir.path(), "feeds.npz", 1, 3);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_onnx.py");
         let o = Command::new("python3")

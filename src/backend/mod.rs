@@ -29,6 +29,14 @@ pub struct BuildRequest<'a> {
 }
 
 impl BuildRequest<'_> {
+    /// The cell's calibration cache (int8/best cells), read.
+    pub fn load_cache(&self) -> Result<Option<crate::cache::CalibrationCache>, BackendError> {
+        self.cache_path
+            .map(crate::cache::CalibrationCache::read)
+            .transpose()
+            .map_err(|e| BackendError::Build(e.to_string()))
+    }
+
     /// The model, with the given input shapes fixed.
     pub fn load_model(&self) -> Result<crate::model::onnx::OnnxModel, BackendError> {
         crate::model::onnx::load_with_shapes(self.model_path, self.input_shapes)

@@ -268,11 +268,7 @@ impl Backend for OnnxRuntimeBackend {
 
     fn build(&self, request: &BuildRequest<'_>) -> Result<Box<dyn Engine>, BackendError> {
         let model = request.load_model()?;
-        let cache = request
-            .cache_path
-            .map(CalibrationCache::read)
-            .transpose()
-            .map_err(|e| BackendError::Build(e.to_string()))?;
+        let cache = request.load_cache()?;
         let (rewritten, plan) = Self::rewrite(&model, request.cell.precision, cache.as_ref());
         Ok(Box::new(
             self.for_precision(request.cell.precision).compile(

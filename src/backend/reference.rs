@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use tract_onnx::prelude::*;
 
 use super::{Backend, BackendError, BuildRequest, Engine};
-use crate::cache::CalibrationCache;
 use crate::matrix::BackendKind;
 use crate::model::onnx::OnnxModel;
 use crate::model::precision::{self, PrecisionPlan};
@@ -173,11 +172,7 @@ impl Backend for ReferenceBackend {
 
     fn build(&self, request: &BuildRequest<'_>) -> Result<Box<dyn Engine>, BackendError> {
         let model = request.load_model()?;
-        let cache = request
-            .cache_path
-            .map(CalibrationCache::read)
-            .transpose()
-            .map_err(|e| BackendError::Build(e.to_string()))?;
+        let cache = request.load_cache()?;
         let plan = precision::plan(&model, request.cell.precision, cache.as_ref());
         let rewritten = qdq::apply(&model, &plan);
         Ok(Box::new(ReferenceEngine::compile(

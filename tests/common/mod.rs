@@ -335,3 +335,44 @@ samples = 5
     std::fs::write(&path, spec).unwrap();
     path
 }
+
+/// Whether python3 can import `modules` (e.g. "onnx, onnxruntime, numpy"). When it cannot, the
+/// calling test is skipped with a line saying so, unless `CALIBENCH_REQUIRE_ONNXRUNTIME=1`
+/// (set by .ci/run) makes that a failure.
+pub fn python_has(modules: &str) -> bool {
+    let has = std::process::Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has {
+        assert!(
+            std::env::var("CALIBENCH_REQUIRE_ONNXRUNTIME").map_or(true, |v| v != "1"),
+            "CALIBENCH_REQUIRE_ONNXRUNTIME=1 but python3 cannot import {modules}"
+        );
+        calibench::corpus::say_skipped(&format!(
+            "skipped: python3 cannot import {modules} (pip install onnx onnxruntime numpy)"
+        ));
+    }
+    has
+}
+
+/// `name amax` pairs that onnxruntime's own calibrators give for a digits-model run of
+/// tests/ort_entropy_defaults.py with `args` after the model and data.
+pub fn onnxruntime_ranges(args: &[&str]) -> Vec<(String, f32)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ort_entropy_defaults.py");
+    let o = std::process::Command::new("python3")
+        .arg(script)
+        .args([digits("digits_cnn.onnx"), digits("calib.npy")])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("RANGE "))
+        .filter_map(|l| {
+            l.rsplit_once(' ')
+                .map(|(n, v)| (n.to_string(), v.parse().unwrap()))
+        })
+        .collect()
+}

@@ -39,7 +39,7 @@ impl ReferenceEngine {
         let path = model.path.display().to_string();
         let build_err = |what: &str, e: TractError| {
             BackendError::Build(format!(
-                "{path}: tract could not {what} the model: {e:#}\nfix: check that every operator and shape is supported by tract (the reference backend); `calibench plan` lists the cell"
+                "{path}: the reference backend (tract) could not {what} the model: {e:#}\nfix: tract does not support an operator or shape of this model (the message above names the node); run it on onnxruntime instead (backends = [\"onnxruntime\"], and reference_backend = \"onnxruntime\" for its reference outputs)"
             ))
         };
         let mut inputs = Vec::new();
@@ -477,5 +477,6 @@ mod unsupported {
             .to_string();
         assert!(err.contains("det.onnx"), "{err}");
         assert!(err.contains("my_det_node") && err.contains("Det"), "{err}");
+        assert!(err.contains("run it on onnxruntime instead"), "{err}");
     }
 }

@@ -228,3 +228,45 @@ fn onnxruntime_can_compute_the_reference_outputs() {
     assert!(origin.starts_with("onnxruntime backend fp32"), "{origin}");
     assert!(r["accuracy"]["outputs"][0]["max_abs"].as_f64().unwrap() < 1e-4);
 }
+
+#[test]
+fn tract_still_computes_softmax_between_qdq_pairs_wrongly() {
+    // Why the reference backend refuses the pattern (src/backend/tract_defects.rs): the five-node
+    // reproducer on tract and on onnxruntime (Q/DQ evaluated as written). If a tract upgrade
+    // fixes it, this test fails and the refusal can go.
+    use calibench::backend::onnxruntime::OnnxRuntimeBackend;
+    use calibench::backend::reference::ReferenceEngine;
+    use calibench::backend::Engine;
+    if !onnxruntime_present() {
+        return;
+    }
+    let model = calibench::backend::tract_defects::qdq_softmax_model(Path::new("qdq_softmax.onnx"));
+    let x = calibench::model::Tensor::new(
+        vec![8, 2],
+        common::uniform(5, 16)
+            .iter()
+            .map(|v| v * 6.0 - 3.0)
+            .collect(),
+    )
+    .unwrap();
+    let mut tract = ReferenceEngine::compile(&model, 8, Default::default()).unwrap();
+    let mut ort = OnnxRuntimeBackend::open()
+        .unwrap()
+        .literal()
+        .compile(&model, 8, Default::default(), Vec::new())
+        .unwrap();
+    let (a, b) = (
+        tract.infer(std::slice::from_ref(&x)).unwrap(),
+        ort.infer(std::slice::from_ref(&x)).unwrap(),
+    );
+    let worst = a[0]
+        .data
+        .iter()
+        .zip(&b[0].data)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst > 0.1,
+        "tract and onnxruntime agree now (max |Δ| {worst}): drop the refusal"
+    );
+}

@@ -6,6 +6,7 @@ pub mod mock;
 pub mod onnxruntime;
 pub mod reference;
 pub mod tensorrt;
+pub mod tract_defects;
 
 use std::collections::BTreeMap;
 use std::path::Path;

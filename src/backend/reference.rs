@@ -99,6 +99,7 @@ impl ReferenceEngine {
         let (header, payload) = super::StoredEngine::decode(bytes, origin, "reference")?;
         let model = OnnxModel::from_bytes(origin, payload)
             .map_err(|e| BackendError::Build(e.to_string()))?;
+        super::tract_defects::refuse_known_defects(&model)?;
         let mut engine = ReferenceEngine::compile(&model, batch, PrecisionPlan::default())?;
         engine.layer_counts = header.layer_counts;
         engine.diagnostics = header.diagnostics;
@@ -175,6 +176,7 @@ impl Backend for ReferenceBackend {
         let cache = request.load_cache()?;
         let plan = precision::plan(&model, request.cell.precision, cache.as_ref());
         let rewritten = qdq::apply(&model, &plan);
+        super::tract_defects::refuse_known_defects(&rewritten)?;
         Ok(Box::new(ReferenceEngine::compile(
             &rewritten,
             request.cell.batch,

@@ -33,6 +33,19 @@ fn run(spec: &Path, out: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `calibench run -q` started in the background, its output piped.
+fn spawn_run(spec: &Path, out: &Path, extra: &[&str]) -> std::process::Child {
+    calibench()
+        .args(["run", "-q", "--output"])
+        .arg(out)
+        .args(extra)
+        .arg(spec)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn run_dir_of(o: &Output) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
 }
@@ -280,16 +293,7 @@ fn two_runs_with_one_run_id_no_longer_share_a_folder() {
     let dir = tempfile::tempdir().unwrap();
     let spec = mock_spec(dir.path(), "[mock]\ndelay_ms = 20\n");
     let out = dir.path().join("out");
-    let start = || {
-        calibench()
-            .args(["run", "-q", "--run-id", "R", "--output"])
-            .arg(&out)
-            .arg(&spec)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let start = || spawn_run(&spec, &out, &["--run-id", "R"]);
     let (a, b) = (start(), start());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     let mut codes = [a.status.code(), b.status.code()];
@@ -311,16 +315,7 @@ fn runs_started_in_the_same_second_get_their_own_folders() {
     let dir = tempfile::tempdir().unwrap();
     let spec = mock_spec(dir.path(), "");
     let out = dir.path().join("out");
-    let start = || {
-        calibench()
-            .args(["run", "-q", "--only", "model=a", "--output"])
-            .arg(&out)
-            .arg(&spec)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let start = || spawn_run(&spec, &out, &["--only", "model=a"]);
     let children: Vec<_> = (0..3).map(|_| start()).collect();
     let mut dirs = Vec::new();
     for c in children {

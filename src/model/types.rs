@@ -45,11 +45,6 @@ pub struct TensorKinds {
 }
 
 impl TensorKinds {
-    /// Whether a tensor is a float tensor on the data path.
-    pub fn on_data_path(&self, name: &str) -> bool {
-        self.data_path.iter().any(|t| t == name)
-    }
-
     /// The element type of a tensor, if known.
     pub fn elem_type(&self, name: &str) -> Option<i32> {
         self.types.get(name).copied()

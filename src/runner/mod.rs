@@ -421,7 +421,10 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
             .unwrap_or_else(crate::gpu::nvml::inventory)
     });
     let cells = resolve_devices(selected, inventory.as_ref());
-    let held = run_dir::prepare(loaded, opts)?;
+    // Every input file is hashed once: for the run folder's inputs.json (and the resume
+    // check) and for the records' artifacts.
+    let hashes = run_dir::input_hashes(loaded);
+    let held = run_dir::prepare(loaded, opts, &hashes)?;
     let (run_dir, run_id, done) = (held.dir.clone(), held.run_id.clone(), &held.done);
     let writer = ResultsWriter::open(&run_dir)?;
     let todo: Vec<&PlannedCell> = cells
@@ -446,7 +449,7 @@ pub fn run(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunSummary>
             name: spec.name.clone(),
             sha256: loaded.sha256.clone(),
         },
-        artifacts: hash_artifacts(loaded),
+        artifacts: hash_artifacts(loaded, &hashes),
         latency: opts.latency,
         environment,
         telemetry_period: opts.telemetry_period,
@@ -641,7 +644,10 @@ fn thresholds(
 }
 
 /// The hashes of every model and cache of the spec, or why a file could not be read.
-fn hash_artifacts(loaded: &LoadedSpec) -> BTreeMap<String, Result<Artifact, String>> {
+fn hash_artifacts(
+    loaded: &LoadedSpec,
+    hashes: &BTreeMap<String, String>,
+) -> BTreeMap<String, Result<Artifact, String>> {
     let mut out = BTreeMap::new();
     let files = loaded
         .spec
@@ -667,14 +673,15 @@ fn hash_artifacts(loaded: &LoadedSpec) -> BTreeMap<String, Result<Artifact, Stri
         } else {
             None
         };
-        let artifact = crate::hash::sha256_file(path)
+        let artifact = hashes
+            .get(&key)
             .map(|sha256| Artifact {
                 id: id.clone(),
                 path: path.display().to_string(),
-                sha256,
+                sha256: sha256.clone(),
                 origin_gpu,
             })
-            .map_err(|e| format!("cannot read {}: {e}", path.display()));
+            .ok_or_else(|| format!("cannot read {}", path.display()));
         out.insert(key, artifact);
     }
     out

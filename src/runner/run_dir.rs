@@ -139,9 +139,13 @@ pub fn input_hashes(loaded: &LoadedSpec) -> BTreeMap<String, String> {
 }
 
 /// Makes (or, with `--resume`, reopens) the run folder and takes its lock.
-pub fn prepare(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunDir> {
+pub fn prepare(
+    loaded: &LoadedSpec,
+    opts: &RunOptions,
+    hashes: &BTreeMap<String, String>,
+) -> anyhow::Result<RunDir> {
     if let Some(dir) = &opts.resume {
-        return resume(loaded, opts, dir);
+        return resume(loaded, opts, dir, hashes);
     }
     if let Some(why) = opts.run_id.as_deref().and_then(run_id_problem) {
         bail!("{why}\nfix: pass --run-id with letters, digits, '.', '_' and '-' only");
@@ -187,13 +191,18 @@ pub fn prepare(loaded: &LoadedSpec, opts: &RunOptions) -> anyhow::Result<RunDir>
     };
     std::fs::write(held.dir.join(MATRIX_COPY), &loaded.text)
         .with_context(|| format!("cannot write {}", held.dir.join(MATRIX_COPY).display()))?;
-    let hashes = serde_json::to_string_pretty(&input_hashes(loaded))?;
+    let hashes = serde_json::to_string_pretty(hashes)?;
     std::fs::write(held.dir.join(INPUTS_FILE), hashes)
         .with_context(|| format!("cannot write {}", held.dir.join(INPUTS_FILE).display()))?;
     Ok(held)
 }
 
-fn resume(loaded: &LoadedSpec, opts: &RunOptions, dir: &Path) -> anyhow::Result<RunDir> {
+fn resume(
+    loaded: &LoadedSpec,
+    opts: &RunOptions,
+    dir: &Path,
+    hashes: &BTreeMap<String, String>,
+) -> anyhow::Result<RunDir> {
     if !dir.is_dir() {
         bail!(
             "{}: no such run folder\nfix: pass the folder an earlier `calibench run` printed (e.g. reports/<run-id>)",
@@ -222,7 +231,7 @@ fn resume(loaded: &LoadedSpec, opts: &RunOptions, dir: &Path) -> anyhow::Result<
             &loaded.sha256[..12]
         );
     }
-    let changed = changed_inputs(loaded, dir)?;
+    let changed = changed_inputs(hashes, dir)?;
     if !changed.is_empty() && !opts.force {
         bail!(
             "{}: input files changed since this run started, so its records would mix two versions:\n  {}\nfix: start a new run, or pass --force to resume anyway",
@@ -252,8 +261,7 @@ fn resume(loaded: &LoadedSpec, opts: &RunOptions, dir: &Path) -> anyhow::Result<
 
 /// Inputs whose sha256 differs from the one recorded when the run started (`inputs.json`;
 /// for run folders without it, the model and cache hashes in the records).
-fn changed_inputs(loaded: &LoadedSpec, dir: &Path) -> anyhow::Result<Vec<String>> {
-    let now = input_hashes(loaded);
+fn changed_inputs(now: &BTreeMap<String, String>, dir: &Path) -> anyhow::Result<Vec<String>> {
     let then: BTreeMap<String, String> = match std::fs::read_to_string(dir.join(INPUTS_FILE)) {
         Ok(text) => serde_json::from_str(&text).with_context(|| {
             format!(

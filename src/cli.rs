@@ -358,7 +358,8 @@ pub struct ImportArgs {
     /// TensorRT version for the header: TensorRT rejects a cache whose header differs from it.
     #[arg(long, value_name = "X.Y.Z", default_value = "10.14.1")]
     pub trt_version: calibench::cache::TrtVersion,
-    /// Calibrator name for the header [default: EntropyCalibration2].
+    /// Calibrator name for the header [default: the input's for a TensorRT cache, else
+    /// EntropyCalibration2]. A TensorRT cache keeps its scales bit for bit (a re-tag).
     #[arg(long, value_name = "NAME")]
     pub calibrator: Option<String>,
 }

@@ -497,3 +497,28 @@ fn compare_takes_top1_drop_as_a_fraction_like_the_spec() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("not a fraction"), "{}", stderr(&o));
 }
+
+/// Re-tagging a TensorRT cache for another TensorRT (the fix calibench's tensorrt backend names
+/// when a header's version would make TensorRT ignore the cache) keeps every scale bit for bit
+/// and the calibrator the cache was made with; it used to round-trip through amax (scale × 127)
+/// and write EntropyCalibration2 over a MinMaxCalibration header.
+#[test]
+fn import_retags_a_tensorrt_cache_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = digits("digits_cnn.minmax.cache");
+    let out = dir.path().join("retagged.cache");
+    let o = calibench()
+        .args(["cache", "import", &src, "--trt-version", "10.16.0", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("scales unchanged"), "{}", stderr(&o));
+    let before = std::fs::read_to_string(&src).unwrap();
+    let after = std::fs::read_to_string(&out).unwrap();
+    let (head_before, body_before) = before.split_once('\n').unwrap();
+    let (head_after, body_after) = after.split_once('\n').unwrap();
+    assert!(head_before.ends_with("-MinMaxCalibration"), "{head_before}");
+    assert_eq!(head_after, "TRT-101600-MinMaxCalibration");
+    assert_eq!(body_after, body_before);
+}

@@ -192,6 +192,11 @@ pub trait Engine {
     fn diagnostics(&self) -> Vec<EngineDiagnostic> {
         Vec::new()
     }
+    /// What running the engine logged (TensorRT's warnings during enqueue), taken once at the
+    /// end of the cell.
+    fn runtime_diagnostics(&mut self) -> Vec<EngineDiagnostic> {
+        Vec::new()
+    }
     /// GPU engines: the context their work runs on, so calibench can time `enqueue` with
     /// CUDA events (`None`: a CPU engine, timed by wall clock around `infer`).
     fn gpu_context(&self) -> Option<crate::gpu::cuda::GpuContext> {

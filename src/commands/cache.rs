@@ -218,11 +218,30 @@ fn import_cmd(args: &ImportArgs) -> anyhow::Result<Outcome> {
             args.file.display()
         );
     }
-    let calibrator = match &args.calibrator {
-        Some(c) => Calibrator::Other(c.clone()).normalized(),
-        None => Calibrator::EntropyCalibration2,
+    let named = args
+        .calibrator
+        .as_ref()
+        .map(|c| Calibrator::Other(c.clone()).normalized());
+    let cache = match detected {
+        // A TensorRT cache is re-tagged: its scales are kept bit for bit.
+        Detected::TensorRt(mut cache) => {
+            let from = cache.header.to_string();
+            cache.header.version_code = args.trt_version.code();
+            if let Some(c) = named {
+                cache.header.calibrator = c;
+            }
+            eprintln!(
+                "re-tagged {from} as {} (scales unchanged, bit for bit)",
+                cache.header
+            );
+            cache
+        }
+        other => to_trt(
+            &other.ranges(),
+            args.trt_version,
+            named.unwrap_or(Calibrator::EntropyCalibration2),
+        ),
     };
-    let cache = to_trt(&detected.ranges(), args.trt_version, calibrator);
     cache
         .write(&args.output)
         .with_context(|| format!("cannot write {}", args.output.display()))?;

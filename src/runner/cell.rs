@@ -389,6 +389,16 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
             Err(e) => tracing::warn!("telemetry of {} lost: {e}", cell.key()),
         }
     }
+    record.diagnostics.extend(
+        engine
+            .runtime_diagnostics()
+            .into_iter()
+            .map(|d| Diagnostic {
+                kind: d.kind,
+                message: d.message,
+                fix: d.fix,
+            }),
+    );
     match measured {
         Ok(l) => record.latency = Some(l),
         Err(e) => {

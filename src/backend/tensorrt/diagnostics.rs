@@ -6,7 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::TrtVersion;
 use crate::matrix::Precision;
 
 /// A log line's severity, as TensorRT's `ILogger::Severity`.
@@ -53,13 +52,10 @@ pub enum DiagnosticKind {
     NoCalibrationData,
     /// Calibration produced no scales.
     CalibrationFailed,
-    /// The cache was written by another TensorRT version: it is rejected and recalibrated.
-    CacheVersionMismatch {
-        /// Version in the cache header.
-        cache: String,
-        /// The running TensorRT.
-        runtime: String,
-    },
+    /// A TensorRT error calibench has no fix of its own for.
+    TensorrtError,
+    /// A TensorRT warning calibench has no fix of its own for.
+    TensorrtWarning,
     /// Implicit quantization (calibrators, dynamic ranges, weakly typed networks) is deprecated.
     DeprecatedImplicitQuantization,
     /// The ONNX parser has no importer for an operator.
@@ -232,34 +228,18 @@ pub fn classify_log(text: &str) -> Vec<Diagnostic> {
 }
 
 /// What calibench knows before building that TensorRT would not say: a cache given without
-/// int8 is ignored; a cache from another TensorRT version is rejected and recalibrated.
-pub fn build_config_diagnostics(
-    precision: Precision,
-    cache_version: Option<TrtVersion>,
-    runtime: Option<TrtVersion>,
-) -> Vec<Diagnostic> {
+/// int8 is ignored. (A cache whose header the running TensorRT would not use is refused before
+/// the build: [`super::calibrator::calibrator_for`]; on TensorRT 11 the cache never reaches
+/// TensorRT, it becomes the model's Q/DQ nodes.)
+pub fn build_config_diagnostics(precision: Precision, cache_given: bool) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let ours = |message: String, kind, fix: String| Diagnostic {
-        kind,
-        severity: Severity::Warning,
-        message,
-        fix,
-    };
-    if cache_version.is_some() && !precision.needs_cache() {
-        out.push(ours(
-            format!("a calibration cache was given for a {precision} build"),
-            DiagnosticKind::CacheIgnoredWithoutInt8,
-            "TensorRT ignores a cache unless int8 is enabled (trtexec --calib without --int8): use precision int8 or best".into(),
-        ));
-    }
-    if let (Some(cache), Some(runtime), true) = (cache_version, runtime, precision.needs_cache()) {
-        if cache != runtime {
-            out.push(ours(
-                format!("the cache was written by TensorRT {cache}, the running TensorRT is {runtime}"),
-                DiagnosticKind::CacheVersionMismatch { cache: cache.to_string(), runtime: runtime.to_string() },
-                "TensorRT rejects the cache and recalibrates (or fails without calibration data): recalibrate with this TensorRT, or use `calibench cache to-qdq`".into(),
-            ));
-        }
+    if cache_given && !precision.needs_cache() {
+        out.push(Diagnostic {
+            kind: DiagnosticKind::CacheIgnoredWithoutInt8,
+            severity: Severity::Warning,
+            message: format!("a calibration cache was given for a {precision} build"),
+            fix: "TensorRT ignores a cache unless int8 is enabled (trtexec --calib without --int8): use precision int8 or best".into(),
+        });
     }
     out
 }
@@ -393,13 +373,12 @@ mod tests {
 
     #[test]
     fn checks_tensorrt_does_not_log() {
-        let v = |s: &str| Some(s.parse::<TrtVersion>().unwrap());
-        let d = build_config_diagnostics(Precision::Fp16, v("10.14.1"), v("10.14.1"));
+        let d = build_config_diagnostics(Precision::Fp16, true);
         assert_eq!(d[0].kind, DiagnosticKind::CacheIgnoredWithoutInt8);
-        let d = build_config_diagnostics(Precision::Int8, v("8.6.1"), v("10.14.1"));
-        assert!(
-            matches!(&d[0].kind, DiagnosticKind::CacheVersionMismatch { cache, runtime } if cache == "8.6.1" && runtime == "10.14.1")
-        );
-        assert!(build_config_diagnostics(Precision::Best, v("10.14.1"), v("10.14.1")).is_empty());
+        assert!(build_config_diagnostics(Precision::Fp16, false).is_empty());
+        // int8/best: nothing to say before the build (on TensorRT 11 in particular: the cache
+        // becomes Q/DQ nodes and never reaches TensorRT, so no "TensorRT rejects the cache").
+        assert!(build_config_diagnostics(Precision::Int8, true).is_empty());
+        assert!(build_config_diagnostics(Precision::Best, true).is_empty());
     }
 }

@@ -1,12 +1,16 @@
 //! The safe side of the TensorRT shim (`shim/calibench_trt.{h,cpp}`, compiled by build.rs with
 //! the `tensorrt` feature): the library opened at run time, engines built from ONNX bytes,
-//! engines inspected, and engines run. Every TensorRT log line is captured with its severity.
+//! engines inspected, and engines run. Each call returns TensorRT's log lines of that call
+//! (`call_log`), so they are recorded with the cell that caused them.
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use super::diagnostics::{parse_line, LogLine, Severity};
+use super::calibrator::CalibratorClass;
+use super::call_log;
+use super::diagnostics::{LogLine, Severity};
+use super::io::{IoTensor, TrtDataType};
 
 #[repr(C)]
 struct RawTrt {
@@ -32,11 +36,22 @@ struct RawBuildOptions {
     int8: i32,
     cache: *const u8,
     cache_len: usize,
+    calibrator: i32,
     strongly_typed: i32,
     workspace_bytes: usize,
     detailed_profiling: i32,
     shapes: *const RawShape,
     nb_shapes: usize,
+}
+
+/// One I/O tensor as the shim reports it.
+#[repr(C)]
+struct RawIo {
+    name: *const c_char,
+    is_input: i32,
+    data_type: i32,
+    nb_dims: i32,
+    dims: [i64; 8],
 }
 
 type LogFn = extern "C" fn(*mut c_void, i32, *const c_char);
@@ -48,6 +63,7 @@ extern "C" {
         parser: *const c_char,
         log: LogFn,
         user: *mut c_void,
+        max_severity: i32,
         err: *mut c_char,
         err_len: usize,
     ) -> *mut RawTrt;
@@ -81,6 +97,20 @@ extern "C" {
         err_len: usize,
     ) -> *mut RawEngine;
     fn calibench_trt_engine_free(engine: *mut RawEngine);
+    fn calibench_trt_engine_nb_io(engine: *const RawEngine) -> i32;
+    fn calibench_trt_engine_io(
+        engine: *const RawEngine,
+        index: i32,
+        out: *mut RawIo,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
+    fn calibench_trt_engine_set_shape(
+        engine: *mut RawEngine,
+        shape: *const RawShape,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
     fn calibench_trt_engine_set_tensor(
         engine: *mut RawEngine,
         name: *const c_char,
@@ -114,16 +144,11 @@ pub enum TrtError {
     Call(String),
 }
 
-/// Log lines captured from TensorRT.
-pub type LogSink = Arc<Mutex<Vec<LogLine>>>;
-
-extern "C" fn log_line(user: *mut c_void, severity: i32, message: *const c_char) {
-    if user.is_null() || message.is_null() {
+extern "C" fn log_line(_user: *mut c_void, severity: i32, message: *const c_char) {
+    if message.is_null() {
         return;
     }
-    // SAFETY: `user` is the `LogSink` leaked in `TensorRt::open` and freed in `Drop`; `message`
-    // is a NUL-terminated string TensorRT owns for the duration of the call.
-    let sink = unsafe { &*(user as *const Mutex<Vec<LogLine>>) };
+    // SAFETY: `message` is a NUL-terminated string TensorRT owns for the duration of the call.
     let text = unsafe { CStr::from_ptr(message) }.to_string_lossy();
     let severity = match severity {
         0 => Severity::InternalError,
@@ -132,11 +157,7 @@ extern "C" fn log_line(user: *mut c_void, severity: i32, message: *const c_char)
         3 => Severity::Info,
         _ => Severity::Verbose,
     };
-    if let Ok(mut lines) = sink.lock() {
-        let mut line = parse_line(&text);
-        line.severity = severity;
-        lines.push(line);
-    }
+    call_log::record(severity, &text);
 }
 
 extern "C" fn collect_bytes(user: *mut c_void, data: *const u8, len: usize) {
@@ -189,16 +210,27 @@ pub fn candidates(env: Option<&str>, major: i32) -> Vec<(PathBuf, PathBuf)> {
 /// An opened TensorRT.
 pub struct TensorRt {
     raw: *mut RawTrt,
-    sink: *const Mutex<Vec<LogLine>>,
     /// getInferLibVersion() of the library.
     pub library_version: i32,
 }
 
 // SAFETY: the shim's handle holds only the opened libraries, their entry points and the logger,
-// which forwards to a Mutex; every builder, runtime and engine is created per call.
+// which forwards to a thread-local collector; every builder, runtime and engine is created per
+// call.
 unsafe impl Send for TensorRt {}
 // SAFETY: as above: calls through &self share no mutable TensorRT object.
 unsafe impl Sync for TensorRt {}
+
+/// A call's result with the TensorRT log lines it caused (severity warning or worse).
+pub type Logged<T> = (Result<T, TrtError>, Vec<LogLine>);
+
+fn shim_call(rc: i32, err: &[u8]) -> Result<(), TrtError> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(TrtError::Call(err_text(err)))
+    }
+}
 
 impl TensorRt {
     /// Opens TensorRT, trying every candidate.
@@ -207,26 +239,24 @@ impl TensorRt {
         let env = std::env::var("CALIBENCH_TENSORRT_LIB").ok();
         let mut searched = Vec::new();
         for (nvinfer, parser) in candidates(env.as_deref(), major) {
-            let sink: *const Mutex<Vec<LogLine>> = Arc::into_raw(Arc::new(Mutex::new(Vec::new())));
             let (a, b) = (
                 CString::new(nvinfer.to_string_lossy().as_bytes()).unwrap_or_default(),
                 CString::new(parser.to_string_lossy().as_bytes()).unwrap_or_default(),
             );
             let mut err = err_buf();
-            // SAFETY: valid C strings and buffers; `sink` outlives the handle (freed in Drop).
+            // SAFETY: valid C strings and buffers; the logger needs no user data.
             let raw = unsafe {
                 calibench_trt_open(
                     a.as_ptr(),
                     b.as_ptr(),
                     log_line,
-                    sink as *mut c_void,
+                    std::ptr::null_mut(),
+                    call_log::forwarded_severity(),
                     err.as_mut_ptr() as *mut c_char,
                     ERR_LEN,
                 )
             };
             if raw.is_null() {
-                // SAFETY: `sink` came from Arc::into_raw above and was not handed to TensorRT.
-                drop(unsafe { Arc::from_raw(sink) });
                 searched.push(format!(
                     "  {} + {}: {}",
                     nvinfer.display(),
@@ -239,24 +269,14 @@ impl TensorRt {
             let library_version = unsafe { calibench_trt_library_version(raw) };
             return Ok(TensorRt {
                 raw,
-                sink,
                 library_version,
             });
         }
         Err(TrtError::NotFound { searched, major })
     }
 
-    /// Takes the log lines captured so far.
-    pub fn take_log(&self) -> Vec<LogLine> {
-        // SAFETY: `sink` is alive while `self` is.
-        let sink = unsafe { &*self.sink };
-        sink.lock()
-            .map(|mut l| std::mem::take(&mut *l))
-            .unwrap_or_default()
-    }
-
     /// Builds a serialized engine.
-    pub fn build(&self, onnx: &[u8], options: &BuildOptions<'_>) -> Result<Vec<u8>, TrtError> {
+    pub fn build(&self, onnx: &[u8], options: &BuildOptions<'_>) -> Logged<Vec<u8>> {
         let names: Vec<CString> = options
             .shapes
             .iter()
@@ -266,23 +286,14 @@ impl TensorRt {
             .shapes
             .iter()
             .zip(&names)
-            .map(|((_, dims), name)| {
-                let mut d = [0i64; 8];
-                for (slot, v) in d.iter_mut().zip(dims) {
-                    *slot = *v;
-                }
-                RawShape {
-                    name: name.as_ptr(),
-                    nb_dims: dims.len().min(8) as i32,
-                    dims: d,
-                }
-            })
+            .map(|((_, dims), name)| raw_shape(name, dims))
             .collect();
         let raw = RawBuildOptions {
             fp16: options.fp16 as i32,
             int8: options.int8 as i32,
             cache: options.cache.map_or(std::ptr::null(), <[u8]>::as_ptr),
             cache_len: options.cache.map_or(0, <[u8]>::len),
+            calibrator: options.calibrator as i32,
             strongly_typed: options.strongly_typed as i32,
             workspace_bytes: options.workspace_bytes,
             detailed_profiling: options.detailed_profiling as i32,
@@ -291,85 +302,97 @@ impl TensorRt {
         };
         let mut engine = Vec::new();
         let mut err = err_buf();
-        // SAFETY: every pointer is valid for the call; `engine` receives the bytes.
-        let rc = unsafe {
-            calibench_trt_build(
-                self.raw,
-                onnx.as_ptr(),
-                onnx.len(),
-                &raw,
-                collect_bytes,
-                &mut engine as *mut Vec<u8> as *mut c_void,
-                err.as_mut_ptr() as *mut c_char,
-                ERR_LEN,
-            )
-        };
-        if rc == 0 {
-            Ok(engine)
-        } else {
-            Err(TrtError::Call(err_text(&err)))
-        }
+        let (rc, log) = call_log::capture(|| {
+            // SAFETY: every pointer is valid for the call; `engine` receives the bytes.
+            unsafe {
+                calibench_trt_build(
+                    self.raw,
+                    onnx.as_ptr(),
+                    onnx.len(),
+                    &raw,
+                    collect_bytes,
+                    &mut engine as *mut Vec<u8> as *mut c_void,
+                    err.as_mut_ptr() as *mut c_char,
+                    ERR_LEN,
+                )
+            }
+        });
+        (shim_call(rc, &err).map(|()| engine), log)
     }
 
     /// The engine inspector's JSON of a serialized engine.
-    pub fn inspect(&self, engine: &[u8]) -> Result<String, TrtError> {
+    pub fn inspect(&self, engine: &[u8]) -> Logged<String> {
         let mut json = Vec::new();
         let mut err = err_buf();
-        // SAFETY: as in `build`.
-        let rc = unsafe {
-            calibench_trt_inspect(
-                self.raw,
-                engine.as_ptr(),
-                engine.len(),
-                collect_bytes,
-                &mut json as *mut Vec<u8> as *mut c_void,
-                err.as_mut_ptr() as *mut c_char,
-                ERR_LEN,
-            )
-        };
-        if rc == 0 {
-            Ok(String::from_utf8_lossy(&json).into_owned())
-        } else {
-            Err(TrtError::Call(err_text(&err)))
-        }
+        let (rc, log) = call_log::capture(|| {
+            // SAFETY: as in `build`.
+            unsafe {
+                calibench_trt_inspect(
+                    self.raw,
+                    engine.as_ptr(),
+                    engine.len(),
+                    collect_bytes,
+                    &mut json as *mut Vec<u8> as *mut c_void,
+                    err.as_mut_ptr() as *mut c_char,
+                    ERR_LEN,
+                )
+            }
+        });
+        (
+            shim_call(rc, &err).map(|()| String::from_utf8_lossy(&json).into_owned()),
+            log,
+        )
     }
 
     /// Deserializes an engine for running; the engine keeps the library open.
-    pub fn load(self: &Arc<Self>, engine: &[u8]) -> Result<LoadedEngine, TrtError> {
+    pub fn load(self: &Arc<Self>, engine: &[u8]) -> Logged<LoadedEngine> {
         let mut err = err_buf();
-        // SAFETY: as in `build`.
-        let raw = unsafe {
-            calibench_trt_engine_load(
-                self.raw,
-                engine.as_ptr(),
-                engine.len(),
-                err.as_mut_ptr() as *mut c_char,
-                ERR_LEN,
-            )
-        };
-        if raw.is_null() {
+        let (raw, log) = call_log::capture(|| {
+            // SAFETY: as in `build`.
+            unsafe {
+                calibench_trt_engine_load(
+                    self.raw,
+                    engine.as_ptr(),
+                    engine.len(),
+                    err.as_mut_ptr() as *mut c_char,
+                    ERR_LEN,
+                )
+            }
+        });
+        let result = if raw.is_null() {
             Err(TrtError::Call(err_text(&err)))
         } else {
             Ok(LoadedEngine {
                 raw,
                 _trt: self.clone(),
             })
-        }
+        };
+        (result, log)
+    }
+}
+
+fn raw_shape(name: &CString, dims: &[i64]) -> RawShape {
+    let mut d = [0i64; 8];
+    for (slot, v) in d.iter_mut().zip(dims) {
+        *slot = *v;
+    }
+    RawShape {
+        name: name.as_ptr(),
+        // More than 8 dimensions is refused by the shim (TensorRT's Dims::MAX_DIMS).
+        nb_dims: dims.len().min(9) as i32,
+        dims: d,
     }
 }
 
 impl Drop for TensorRt {
     fn drop(&mut self) {
-        // SAFETY: `raw` and `sink` were made by `open` and are freed once, in this order.
-        unsafe {
-            calibench_trt_close(self.raw);
-            drop(Arc::from_raw(self.sink));
-        }
+        // SAFETY: `raw` was made by `open` and is freed once.
+        unsafe { calibench_trt_close(self.raw) }
     }
 }
 
 /// What to build.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BuildOptions<'a> {
     /// BuilderFlag::kFP16.
     pub fp16: bool,
@@ -377,6 +400,8 @@ pub struct BuildOptions<'a> {
     pub int8: bool,
     /// The calibration cache's bytes.
     pub cache: Option<&'a [u8]>,
+    /// The calibrator class serving the cache (it must match the cache header's).
+    pub calibrator: CalibratorClass,
     /// A strongly typed network (Q/DQ models; always on TensorRT 11).
     pub strongly_typed: bool,
     /// Workspace limit in bytes (0: TensorRT's default).
@@ -385,6 +410,21 @@ pub struct BuildOptions<'a> {
     pub detailed_profiling: bool,
     /// Input shapes for the optimization profile.
     pub shapes: Vec<(String, Vec<i64>)>,
+}
+
+impl Default for BuildOptions<'_> {
+    fn default() -> Self {
+        BuildOptions {
+            fp16: false,
+            int8: false,
+            cache: None,
+            calibrator: CalibratorClass::Entropy2,
+            strongly_typed: false,
+            workspace_bytes: 0,
+            detailed_profiling: false,
+            shapes: Vec::new(),
+        }
+    }
 }
 
 /// A deserialized engine with its execution context; it keeps its TensorRt (the library and
@@ -398,50 +438,118 @@ pub struct LoadedEngine {
 unsafe impl Send for LoadedEngine {}
 
 impl LoadedEngine {
+    /// The engine's I/O tensors, with the execution context's shapes (dynamic dimensions are -1
+    /// until `set_shape`).
+    pub fn io_tensors(&self) -> Logged<Vec<IoTensor>> {
+        call_log::capture(|| {
+            // SAFETY: valid handle.
+            let n = unsafe { calibench_trt_engine_nb_io(self.raw) };
+            if n < 0 {
+                return Err(TrtError::Call("getNbIOTensors failed".into()));
+            }
+            (0..n)
+                .map(|i| {
+                    let mut raw = RawIo {
+                        name: std::ptr::null(),
+                        is_input: 0,
+                        data_type: 0,
+                        nb_dims: 0,
+                        dims: [0; 8],
+                    };
+                    let mut err = err_buf();
+                    // SAFETY: valid handle and out-pointer; the name it sets is owned by the
+                    // engine and copied at once.
+                    let rc = unsafe {
+                        calibench_trt_engine_io(
+                            self.raw,
+                            i,
+                            &mut raw,
+                            err.as_mut_ptr() as *mut c_char,
+                            ERR_LEN,
+                        )
+                    };
+                    shim_call(rc, &err)?;
+                    // SAFETY: on success `name` is a NUL-terminated string of the engine.
+                    let name = unsafe { CStr::from_ptr(raw.name) }
+                        .to_string_lossy()
+                        .into_owned();
+                    Ok(IoTensor {
+                        name,
+                        is_input: raw.is_input != 0,
+                        dtype: TrtDataType::from_raw(raw.data_type),
+                        dims: raw.dims[..raw.nb_dims.clamp(0, 8) as usize].to_vec(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Sets an input's shape on the execution context (setInputShape).
+    pub fn set_shape(&mut self, name: &str, dims: &[i64]) -> Logged<()> {
+        let name = match CString::new(name) {
+            Ok(n) => n,
+            Err(e) => return (Err(TrtError::Call(e.to_string())), Vec::new()),
+        };
+        let shape = raw_shape(&name, dims);
+        let mut err = err_buf();
+        let (rc, log) = call_log::capture(|| {
+            // SAFETY: valid handle, shape and buffer.
+            unsafe {
+                calibench_trt_engine_set_shape(
+                    self.raw,
+                    &shape,
+                    err.as_mut_ptr() as *mut c_char,
+                    ERR_LEN,
+                )
+            }
+        });
+        (shim_call(rc, &err), log)
+    }
+
     /// Binds a tensor to device memory.
     ///
     /// # Safety
     /// `device_ptr` must point at device memory of the tensor's size on the engine's GPU, alive
     /// until the last enqueue that uses it has finished.
-    pub unsafe fn set_tensor(
-        &mut self,
-        name: &str,
-        device_ptr: *mut c_void,
-    ) -> Result<(), TrtError> {
-        let name = CString::new(name).map_err(|e| TrtError::Call(e.to_string()))?;
-        let mut err = err_buf();
-        // SAFETY: valid handle, C string and buffer; the caller keeps `device_ptr` alive.
-        let rc = unsafe {
-            calibench_trt_engine_set_tensor(
-                self.raw,
-                name.as_ptr(),
-                device_ptr,
-                err.as_mut_ptr() as *mut c_char,
-                ERR_LEN,
-            )
+    pub unsafe fn set_tensor(&mut self, name: &str, device_ptr: *mut c_void) -> Logged<()> {
+        let name = match CString::new(name) {
+            Ok(n) => n,
+            Err(e) => return (Err(TrtError::Call(e.to_string())), Vec::new()),
         };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(TrtError::Call(err_text(&err)))
-        }
+        let mut err = err_buf();
+        let (rc, log) = call_log::capture(|| {
+            // SAFETY: valid handle, C string and buffer; the caller keeps `device_ptr` alive.
+            unsafe {
+                calibench_trt_engine_set_tensor(
+                    self.raw,
+                    name.as_ptr(),
+                    device_ptr,
+                    err.as_mut_ptr() as *mut c_char,
+                    ERR_LEN,
+                )
+            }
+        });
+        (shim_call(rc, &err), log)
     }
 
     /// enqueueV3 on a CUDA stream (the raw CUstream of a cudarc stream).
     ///
     /// # Safety
     /// `stream` must be a live CUDA stream of the engine's device, and every I/O tensor bound.
-    pub unsafe fn enqueue(&mut self, stream: *mut c_void) -> Result<(), TrtError> {
+    pub unsafe fn enqueue(&mut self, stream: *mut c_void) -> Logged<()> {
         let mut err = err_buf();
-        // SAFETY: valid handle; the stream belongs to the engine's device.
-        let rc = unsafe {
-            calibench_trt_engine_enqueue(self.raw, stream, err.as_mut_ptr() as *mut c_char, ERR_LEN)
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(TrtError::Call(err_text(&err)))
-        }
+        let (rc, log) = call_log::capture(|| {
+            // SAFETY: valid handle; the stream belongs to the engine's device.
+            unsafe {
+                calibench_trt_engine_enqueue(
+                    self.raw,
+                    stream,
+                    err.as_mut_ptr() as *mut c_char,
+                    ERR_LEN,
+                )
+            }
+        });
+        (shim_call(rc, &err), log)
     }
 }
 

@@ -6,9 +6,12 @@
 //! them, and `engine` is the runner's `Backend`. Without the feature, the backend reports
 //! itself unavailable and its cells are recorded as failed in the setup phase.
 
+pub mod calibrator;
+pub mod call_log;
 pub mod diagnostics;
 #[cfg(feature = "tensorrt")]
 pub mod engine;
 #[cfg(feature = "tensorrt")]
 pub mod ffi;
 pub mod inspector;
+pub mod io;

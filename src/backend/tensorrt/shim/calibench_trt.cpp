@@ -3,8 +3,11 @@
 // TensorRT is not linked: its factory entry points (createInferBuilder_INTERNAL,
 // createInferRuntime_INTERNAL, createNvOnnxParser_INTERNAL, getInferLibVersion) are looked up
 // with dlsym in libraries opened with dlopen. Implicit calibration (the INT8/FP16 builder flags
-// and IInt8EntropyCalibrator2) exists only for NV_TENSORRT_MAJOR < 11; on TensorRT 11 every
+// and the IInt8*Calibrator classes) exists only for NV_TENSORRT_MAJOR < 11; on TensorRT 11 every
 // network is strongly typed and precision comes from the model (a Q/DQ rewrite for int8).
+//
+// Every extern "C" function catches everything: no exception crosses into Rust. Error messages
+// are built inside the try; the catch handlers only copy fixed strings.
 
 #include "calibench_trt.h"
 
@@ -15,28 +18,34 @@
 
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <memory>
+#include <new>
 #include <string>
 
 namespace {
 
-void set_error(char* err, size_t err_len, const std::string& message) {
+// Copies two C strings into `err`; allocates nothing, so it is safe in catch handlers.
+void set_error(char* err, size_t err_len, const char* message, const char* detail = "") noexcept {
     if (err == nullptr || err_len == 0) {
         return;
     }
-    std::snprintf(err, err_len, "%s", message.c_str());
+    std::snprintf(err, err_len, "%s%s", message, detail == nullptr ? "" : detail);
 }
+
+void set_error(char* err, size_t err_len, const std::string& message) noexcept { set_error(err, err_len, message.c_str()); }
 
 using CreateFn = void* (*)(void*, int32_t);
 using CreateParserFn = void* (*)(void*, void*, int);
 using VersionFn = int32_t (*)();
 
-// Forwards every TensorRT log line to calibench.
+// Forwards TensorRT's log lines up to a severity to calibench.
 class ForwardingLogger : public nvinfer1::ILogger {
 public:
-    ForwardingLogger(calibench_trt_log_fn fn, void* user) : fn_(fn), user_(user) {}
+    ForwardingLogger(calibench_trt_log_fn fn, void* user, int32_t max_severity)
+        : fn_(fn), user_(user), max_severity_(max_severity) {}
     void log(Severity severity, const char* msg) noexcept override {
-        if (fn_ != nullptr) {
+        if (fn_ != nullptr && msg != nullptr && static_cast<int32_t>(severity) <= max_severity_) {
             fn_(user_, static_cast<int32_t>(severity), msg);
         }
     }
@@ -44,11 +53,14 @@ public:
 private:
     calibench_trt_log_fn fn_;
     void* user_;
+    int32_t max_severity_;
 };
 
 #if NV_TENSORRT_MAJOR < 11
-// Serves an existing calibration cache and never asks for data, as trtexec --calib does.
-class CacheCalibrator : public nvinfer1::IInt8EntropyCalibrator2 {
+// Serves an existing calibration cache and never asks for data, as trtexec --calib does. The
+// class must match the cache header's calibrator, or TensorRT ignores the cache.
+template <typename Base>
+class CacheCalibrator : public Base {
 public:
     CacheCalibrator(const uint8_t* cache, size_t len) : cache_(cache), len_(len) {}
     int32_t getBatchSize() const noexcept override { return 1; }
@@ -63,6 +75,34 @@ private:
     const uint8_t* cache_;
     size_t len_;
 };
+
+// The legacy calibrator's extra questions; TensorRT asks them only when it calibrates.
+class LegacyCacheCalibrator : public CacheCalibrator<nvinfer1::IInt8LegacyCalibrator> {
+public:
+    using CacheCalibrator<nvinfer1::IInt8LegacyCalibrator>::CacheCalibrator;
+    double getQuantile() const noexcept override { return 0.9999; }
+    double getRegressionCutoff() const noexcept override { return 1.0; }
+    const void* readHistogramCache(std::size_t& length) noexcept override {
+        length = 0;
+        return nullptr;
+    }
+    void writeHistogramCache(const void* /*ptr*/, std::size_t /*length*/) noexcept override {}
+};
+
+std::unique_ptr<nvinfer1::IInt8Calibrator> make_calibrator(int32_t kind, const uint8_t* cache, size_t len) {
+    switch (kind) {
+        case CALIBENCH_TRT_ENTROPY2:
+            return std::unique_ptr<nvinfer1::IInt8Calibrator>(new CacheCalibrator<nvinfer1::IInt8EntropyCalibrator2>(cache, len));
+        case CALIBENCH_TRT_ENTROPY:
+            return std::unique_ptr<nvinfer1::IInt8Calibrator>(new CacheCalibrator<nvinfer1::IInt8EntropyCalibrator>(cache, len));
+        case CALIBENCH_TRT_MINMAX:
+            return std::unique_ptr<nvinfer1::IInt8Calibrator>(new CacheCalibrator<nvinfer1::IInt8MinMaxCalibrator>(cache, len));
+        case CALIBENCH_TRT_LEGACY:
+            return std::unique_ptr<nvinfer1::IInt8Calibrator>(new LegacyCacheCalibrator(cache, len));
+        default:
+            return nullptr;
+    }
+}
 #endif
 
 template <typename T>
@@ -72,13 +112,24 @@ struct Deleter {
 template <typename T>
 using Owned = std::unique_ptr<T, Deleter<T>>;
 
-nvinfer1::Dims to_dims(const CalibenchTrtShape& s) {
-    nvinfer1::Dims d{};
+bool to_dims(const CalibenchTrtShape& s, nvinfer1::Dims& d) {
+    if (s.nb_dims < 0 || s.nb_dims > nvinfer1::Dims::MAX_DIMS) {
+        return false;
+    }
+    d = nvinfer1::Dims{};
     d.nbDims = s.nb_dims;
-    for (int32_t i = 0; i < s.nb_dims && i < nvinfer1::Dims::MAX_DIMS; ++i) {
+    for (int32_t i = 0; i < s.nb_dims; ++i) {
         d.d[i] = s.dims[i];
     }
-    return d;
+    return true;
+}
+
+std::string dims_text(const CalibenchTrtShape& s) {
+    std::string out = "[";
+    for (int32_t i = 0; i < s.nb_dims && i < 8; ++i) {
+        out += (i > 0 ? "," : "") + std::to_string(s.dims[i]);
+    }
+    return out + "]";
 }
 
 }  // namespace
@@ -91,7 +142,7 @@ struct CalibenchTrt {
     CreateParserFn create_parser = nullptr;
     VersionFn library_version = nullptr;
     ForwardingLogger logger;
-    CalibenchTrt(calibench_trt_log_fn fn, void* user) : logger(fn, user) {}
+    CalibenchTrt(calibench_trt_log_fn fn, void* user, int32_t max_severity) : logger(fn, user, max_severity) {}
     ~CalibenchTrt() {
         if (parser != nullptr) dlclose(parser);
         if (nvinfer != nullptr) dlclose(nvinfer);
@@ -109,41 +160,45 @@ extern "C" {
 int32_t calibench_trt_header_version(void) { return NV_TENSORRT_VERSION; }
 
 CalibenchTrt* calibench_trt_open(const char* nvinfer, const char* onnxparser, calibench_trt_log_fn log, void* log_user,
-                                 char* err, size_t err_len) {
-    std::unique_ptr<CalibenchTrt> trt(new (std::nothrow) CalibenchTrt(log, log_user));
-    if (!trt) {
-        set_error(err, err_len, "out of memory");
+                                 int32_t max_severity, char* err, size_t err_len) {
+    try {
+        std::unique_ptr<CalibenchTrt> trt(new CalibenchTrt(log, log_user, max_severity));
+        trt->nvinfer = dlopen(nvinfer, RTLD_NOW | RTLD_LOCAL);
+        if (trt->nvinfer == nullptr) {
+            set_error(err, err_len, std::string("cannot open ") + nvinfer + ": " + dlerror());
+            return nullptr;
+        }
+        trt->parser = dlopen(onnxparser, RTLD_NOW | RTLD_LOCAL);
+        if (trt->parser == nullptr) {
+            set_error(err, err_len, std::string("cannot open ") + onnxparser + ": " + dlerror());
+            return nullptr;
+        }
+        trt->create_builder = reinterpret_cast<CreateFn>(dlsym(trt->nvinfer, "createInferBuilder_INTERNAL"));
+        trt->create_runtime = reinterpret_cast<CreateFn>(dlsym(trt->nvinfer, "createInferRuntime_INTERNAL"));
+        trt->library_version = reinterpret_cast<VersionFn>(dlsym(trt->nvinfer, "getInferLibVersion"));
+        trt->create_parser = reinterpret_cast<CreateParserFn>(dlsym(trt->parser, "createNvOnnxParser_INTERNAL"));
+        if (!trt->create_builder || !trt->create_runtime || !trt->library_version || !trt->create_parser) {
+            set_error(err, err_len, "a TensorRT entry point is missing (createInferBuilder_INTERNAL, createInferRuntime_INTERNAL, "
+                                    "getInferLibVersion or createNvOnnxParser_INTERNAL): not a TensorRT library");
+            return nullptr;
+        }
+        const int32_t version = trt->library_version();
+        // The major version is the leading digits: 101401 -> 10 (TensorRT >= 10), 8601 -> 8.
+        const int32_t major = version >= 10000 ? version / 10000 : version / 1000;
+        if (major != NV_TENSORRT_MAJOR) {
+            set_error(err, err_len, std::string("the TensorRT library is version ") + std::to_string(version) +
+                                        " but calibench was built with TensorRT " + std::to_string(NV_TENSORRT_MAJOR) +
+                                        " headers: rebuild calibench against this TensorRT (TENSORRT_ROOT)");
+            return nullptr;
+        }
+        return trt.release();
+    } catch (const std::exception& e) {
+        set_error(err, err_len, "opening TensorRT threw: ", e.what());
+        return nullptr;
+    } catch (...) {
+        set_error(err, err_len, "opening TensorRT threw an unknown exception");
         return nullptr;
     }
-    trt->nvinfer = dlopen(nvinfer, RTLD_NOW | RTLD_LOCAL);
-    if (trt->nvinfer == nullptr) {
-        set_error(err, err_len, std::string("cannot open ") + nvinfer + ": " + dlerror());
-        return nullptr;
-    }
-    trt->parser = dlopen(onnxparser, RTLD_NOW | RTLD_LOCAL);
-    if (trt->parser == nullptr) {
-        set_error(err, err_len, std::string("cannot open ") + onnxparser + ": " + dlerror());
-        return nullptr;
-    }
-    trt->create_builder = reinterpret_cast<CreateFn>(dlsym(trt->nvinfer, "createInferBuilder_INTERNAL"));
-    trt->create_runtime = reinterpret_cast<CreateFn>(dlsym(trt->nvinfer, "createInferRuntime_INTERNAL"));
-    trt->library_version = reinterpret_cast<VersionFn>(dlsym(trt->nvinfer, "getInferLibVersion"));
-    trt->create_parser = reinterpret_cast<CreateParserFn>(dlsym(trt->parser, "createNvOnnxParser_INTERNAL"));
-    if (!trt->create_builder || !trt->create_runtime || !trt->library_version || !trt->create_parser) {
-        set_error(err, err_len, "a TensorRT entry point is missing (createInferBuilder_INTERNAL, createInferRuntime_INTERNAL, "
-                                "getInferLibVersion or createNvOnnxParser_INTERNAL): not a TensorRT library");
-        return nullptr;
-    }
-    const int32_t version = trt->library_version();
-    // The major version is the leading digits: 101401 -> 10 (TensorRT >= 10), 8601 -> 8.
-    const int32_t major = version >= 10000 ? version / 10000 : version / 1000;
-    if (major != NV_TENSORRT_MAJOR) {
-        set_error(err, err_len, std::string("the TensorRT library is version ") + std::to_string(version) +
-                                    " but calibench was built with TensorRT " + std::to_string(NV_TENSORRT_MAJOR) +
-                                    " headers: rebuild calibench against this TensorRT (TENSORRT_ROOT)");
-        return nullptr;
-    }
-    return trt.release();
 }
 
 void calibench_trt_close(CalibenchTrt* trt) { delete trt; }
@@ -166,23 +221,32 @@ int32_t calibench_trt_build(CalibenchTrt* trt, const uint8_t* onnx, size_t onnx_
         }
 #endif
         Owned<nvinfer1::INetworkDefinition> network(builder->createNetworkV2(flags));
+        if (!network) {
+            set_error(err, err_len, "createNetworkV2 failed");
+            return 1;
+        }
         Owned<nvonnxparser::IParser> parser(
             static_cast<nvonnxparser::IParser*>(trt->create_parser(network.get(), &trt->logger, NV_ONNX_PARSER_VERSION)));
-        if (!network || !parser) {
-            set_error(err, err_len, "cannot create the network or the ONNX parser");
+        if (!parser) {
+            set_error(err, err_len, "createNvOnnxParser failed");
             return 1;
         }
         if (!parser->parse(onnx, onnx_len)) {
             std::string message = "the ONNX parser failed:";
             for (int32_t i = 0; i < parser->getNbErrors(); ++i) {
                 const nvonnxparser::IParserError* e = parser->getError(i);
-                message += std::string("\n  node ") + std::to_string(e->node()) + " (" + e->nodeName() + ", " +
-                           e->nodeOperator() + "): " + e->desc();
+                if (e == nullptr) continue;
+                message += std::string("\n  node ") + std::to_string(e->node()) + " (" + (e->nodeName() ? e->nodeName() : "") +
+                           ", " + (e->nodeOperator() ? e->nodeOperator() : "") + "): " + (e->desc() ? e->desc() : "");
             }
             set_error(err, err_len, message);
             return 2;
         }
         Owned<nvinfer1::IBuilderConfig> config(builder->createBuilderConfig());
+        if (!config) {
+            set_error(err, err_len, "createBuilderConfig failed");
+            return 1;
+        }
         if (options->workspace_bytes > 0) {
             config->setMemoryPoolLimit(nvinfer1::MemoryPoolType::kWORKSPACE, options->workspace_bytes);
         }
@@ -191,23 +255,46 @@ int32_t calibench_trt_build(CalibenchTrt* trt, const uint8_t* onnx, size_t onnx_
         }
         if (options->nb_shapes > 0) {
             nvinfer1::IOptimizationProfile* profile = builder->createOptimizationProfile();
-            for (size_t i = 0; i < options->nb_shapes; ++i) {
-                const nvinfer1::Dims d = to_dims(options->shapes[i]);
-                profile->setDimensions(options->shapes[i].name, nvinfer1::OptProfileSelector::kMIN, d);
-                profile->setDimensions(options->shapes[i].name, nvinfer1::OptProfileSelector::kOPT, d);
-                profile->setDimensions(options->shapes[i].name, nvinfer1::OptProfileSelector::kMAX, d);
+            if (profile == nullptr) {
+                set_error(err, err_len, "createOptimizationProfile failed");
+                return 1;
             }
-            config->addOptimizationProfile(profile);
+            for (size_t i = 0; i < options->nb_shapes; ++i) {
+                const CalibenchTrtShape& shape = options->shapes[i];
+                nvinfer1::Dims d{};
+                if (!to_dims(shape, d)) {
+                    set_error(err, err_len, std::string("input ") + shape.name + " has " + std::to_string(shape.nb_dims) +
+                                                " dimensions; TensorRT takes at most 8");
+                    return 3;
+                }
+                for (nvinfer1::OptProfileSelector s : {nvinfer1::OptProfileSelector::kMIN, nvinfer1::OptProfileSelector::kOPT,
+                                                       nvinfer1::OptProfileSelector::kMAX}) {
+                    if (!profile->setDimensions(shape.name, s, d)) {
+                        set_error(err, err_len, std::string("the optimization profile rejects shape ") + dims_text(shape) +
+                                                    " for input " + shape.name +
+                                                    " (no such input, wrong rank, or it contradicts the model's static dimensions)");
+                        return 3;
+                    }
+                }
+            }
+            if (config->addOptimizationProfile(profile) < 0) {
+                set_error(err, err_len, "the optimization profile is invalid (TensorRT's log says why)");
+                return 3;
+            }
         }
 #if NV_TENSORRT_MAJOR < 11
-        std::unique_ptr<CacheCalibrator> calibrator;
+        std::unique_ptr<nvinfer1::IInt8Calibrator> calibrator;
         if (options->fp16) {
             config->setFlag(nvinfer1::BuilderFlag::kFP16);
         }
         if (options->int8) {
             config->setFlag(nvinfer1::BuilderFlag::kINT8);
             if (options->cache != nullptr && options->cache_len > 0) {
-                calibrator.reset(new CacheCalibrator(options->cache, options->cache_len));
+                calibrator = make_calibrator(options->calibrator, options->cache, options->cache_len);
+                if (!calibrator) {
+                    set_error(err, err_len, std::string("unknown calibrator class ") + std::to_string(options->calibrator));
+                    return 3;
+                }
                 config->setInt8Calibrator(calibrator.get());
             }
         }
@@ -220,16 +307,16 @@ int32_t calibench_trt_build(CalibenchTrt* trt, const uint8_t* onnx, size_t onnx_
 #endif
         Owned<nvinfer1::IHostMemory> plan(builder->buildSerializedNetwork(*network, *config));
         if (!plan || plan->size() == 0) {
-            set_error(err, err_len, "TensorRT could not build the engine (see the TensorRT log lines recorded with the cell)");
+            set_error(err, err_len, "TensorRT could not build the engine");
             return 4;
         }
         on_engine(engine_user, static_cast<const uint8_t*>(plan->data()), plan->size());
         return 0;
     } catch (const std::exception& e) {
-        set_error(err, err_len, std::string("TensorRT threw: ") + e.what());
+        set_error(err, err_len, "TensorRT threw while building: ", e.what());
         return 5;
     } catch (...) {
-        set_error(err, err_len, "TensorRT threw an unknown exception");
+        set_error(err, err_len, "TensorRT threw an unknown exception while building");
         return 5;
     }
 }
@@ -259,6 +346,9 @@ int32_t calibench_trt_inspect(CalibenchTrt* trt, const uint8_t* engine_bytes, si
         }
         on_json(user, reinterpret_cast<const uint8_t*>(json), std::strlen(json));
         return 0;
+    } catch (const std::exception& e) {
+        set_error(err, err_len, "TensorRT threw while inspecting the engine: ", e.what());
+        return 5;
     } catch (...) {
         set_error(err, err_len, "TensorRT threw while inspecting the engine");
         return 5;
@@ -284,6 +374,9 @@ CalibenchTrtEngine* calibench_trt_engine_load(CalibenchTrt* trt, const uint8_t* 
             return nullptr;
         }
         return e.release();
+    } catch (const std::exception& e) {
+        set_error(err, err_len, "TensorRT threw while loading the engine: ", e.what());
+        return nullptr;
     } catch (...) {
         set_error(err, err_len, "TensorRT threw while loading the engine");
         return nullptr;
@@ -300,28 +393,92 @@ void calibench_trt_engine_free(CalibenchTrtEngine* engine) {
     }
 }
 
-int32_t calibench_trt_engine_set_tensor(CalibenchTrtEngine* engine, const char* name, void* device_ptr, char* err, size_t err_len) {
-    if (!engine->context->setTensorAddress(name, device_ptr)) {
-        set_error(err, err_len, std::string("no tensor named ") + name + " in the engine");
-        return 1;
+int32_t calibench_trt_engine_nb_io(const CalibenchTrtEngine* engine) {
+    try {
+        return engine->engine->getNbIOTensors();
+    } catch (...) {
+        return -1;
     }
-    return 0;
+}
+
+int32_t calibench_trt_engine_io(const CalibenchTrtEngine* engine, int32_t index, CalibenchTrtIo* out, char* err, size_t err_len) {
+    try {
+        const char* name = engine->engine->getIOTensorName(index);
+        if (name == nullptr) {
+            set_error(err, err_len, std::string("no I/O tensor at index ") + std::to_string(index));
+            return 1;
+        }
+        const nvinfer1::Dims d = engine->context->getTensorShape(name);
+        if (d.nbDims < 0 || d.nbDims > 8) {
+            set_error(err, err_len, std::string("tensor ") + name + " has no valid shape (" + std::to_string(d.nbDims) + " dims)");
+            return 1;
+        }
+        out->name = name;
+        out->is_input = engine->engine->getTensorIOMode(name) == nvinfer1::TensorIOMode::kINPUT ? 1 : 0;
+        out->data_type = static_cast<int32_t>(engine->engine->getTensorDataType(name));
+        out->nb_dims = d.nbDims;
+        for (int32_t i = 0; i < d.nbDims; ++i) {
+            out->dims[i] = d.d[i];
+        }
+        return 0;
+    } catch (const std::exception& e) {
+        set_error(err, err_len, "TensorRT threw while listing I/O tensors: ", e.what());
+        return 5;
+    } catch (...) {
+        set_error(err, err_len, "TensorRT threw while listing I/O tensors");
+        return 5;
+    }
+}
+
+int32_t calibench_trt_engine_set_tensor(CalibenchTrtEngine* engine, const char* name, void* device_ptr, char* err, size_t err_len) {
+    try {
+        if (!engine->context->setTensorAddress(name, device_ptr)) {
+            set_error(err, err_len, std::string("setTensorAddress rejected tensor ") + name +
+                                        " (no such I/O tensor, or a misaligned address)");
+            return 1;
+        }
+        return 0;
+    } catch (const std::exception& e) {
+        set_error(err, err_len, "TensorRT threw in setTensorAddress: ", e.what());
+        return 5;
+    } catch (...) {
+        set_error(err, err_len, "TensorRT threw in setTensorAddress");
+        return 5;
+    }
 }
 
 int32_t calibench_trt_engine_set_shape(CalibenchTrtEngine* engine, const CalibenchTrtShape* shape, char* err, size_t err_len) {
-    if (!engine->context->setInputShape(shape->name, to_dims(*shape))) {
-        set_error(err, err_len, std::string("shape rejected for input ") + shape->name);
-        return 1;
+    try {
+        nvinfer1::Dims d{};
+        if (!to_dims(*shape, d) || !engine->context->setInputShape(shape->name, d)) {
+            set_error(err, err_len, std::string("setInputShape rejected ") + dims_text(*shape) + " for input " + shape->name +
+                                        " (outside the engine's optimization profile?)");
+            return 1;
+        }
+        return 0;
+    } catch (const std::exception& e) {
+        set_error(err, err_len, "TensorRT threw in setInputShape: ", e.what());
+        return 5;
+    } catch (...) {
+        set_error(err, err_len, "TensorRT threw in setInputShape");
+        return 5;
     }
-    return 0;
 }
 
 int32_t calibench_trt_engine_enqueue(CalibenchTrtEngine* engine, void* stream, char* err, size_t err_len) {
-    if (!engine->context->enqueueV3(static_cast<cudaStream_t>(stream))) {
-        set_error(err, err_len, "enqueueV3 failed (unbound tensors or a CUDA error; see the TensorRT log)");
-        return 1;
+    try {
+        if (!engine->context->enqueueV3(static_cast<cudaStream_t>(stream))) {
+            set_error(err, err_len, "enqueueV3 failed (an unbound tensor, an unset input shape, or a CUDA error)");
+            return 1;
+        }
+        return 0;
+    } catch (const std::exception& e) {
+        set_error(err, err_len, "TensorRT threw in enqueueV3: ", e.what());
+        return 5;
+    } catch (...) {
+        set_error(err, err_len, "TensorRT threw in enqueueV3");
+        return 5;
     }
-    return 0;
 }
 
 }  // extern "C"

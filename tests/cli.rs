@@ -364,7 +364,7 @@ fn help_reads_like_a_benchmarking_tool() {
 
 #[test]
 fn shipped_matrices_are_valid() {
-    for m in ["demo", "nightly", "release-qualification"] {
+    for m in ["demo", "nightly", "release-qualification", "edge"] {
         let out = run_ok(
             calibench()
                 .arg("plan")

@@ -105,7 +105,8 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// "NVIDIA H100 80GB HBM3 (GPU-…, driver 580.…)" from NVML, or the ordinal where NVML is absent.
+/// "NVIDIA H100 80GB HBM3 (GPU-…, driver 580.…)" (NVML, or the CUDA driver where NVML is
+/// absent; on a Jetson with its board and L4T release), or the ordinal where neither answers.
 fn gpu_name(ordinal: usize) -> String {
     calibench::gpu::nvml::inventory()
         .ok()
@@ -113,8 +114,19 @@ fn gpu_name(ordinal: usize) -> String {
             let driver = inv.driver;
             inv.gpus
                 .into_iter()
-                .find(|g| g.index as usize == ordinal)
-                .map(|g| format!("{} ({}, driver {driver})", g.name, g.uuid))
+                // CUDA's ordinal and NVML's index can differ; the UUID is what both agree on.
+                .find(|g| {
+                    calibench::gpu::cuda::ordinal_for_uuid(&g.uuid)
+                        .map_or(g.index as usize == ordinal, |o| o == ordinal)
+                })
+                .map(|g| {
+                    let board = match (&g.board, &g.l4t_release) {
+                        (Some(b), Some(l)) => format!(", {b}, L4T {l}"),
+                        (Some(b), None) => format!(", {b}"),
+                        _ => String::new(),
+                    };
+                    format!("{} ({}, driver {driver}{board})", g.name, g.uuid)
+                })
         })
         .unwrap_or_else(|| format!("GPU {ordinal} (cuda backend)"))
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use calibench::gpu::cuda::{GpuContext, SpinKernel};
 use calibench::gpu::nvml::inventory;
-use calibench::gpu::telemetry::Sampler;
+use calibench::gpu::telemetry::{self, RunningSampler};
 use calibench::results::schema::{Stat, Telemetry};
 
 use super::Outcome;
@@ -75,6 +75,20 @@ pub fn gpus(args: &GpusArgs) -> anyhow::Result<Outcome> {
             opt(&g.persistence_mode),
             opt(&g.ecc_enabled)
         );
+        println!(
+            "    identified by {}  SMs {}  integrated {}{}{}",
+            g.identity_source.as_deref().unwrap_or("nvml"),
+            opt(&g.sm_count),
+            opt(&g.integrated),
+            g.board
+                .as_deref()
+                .map(|b| format!("  board {b}"))
+                .unwrap_or_default(),
+            g.l4t_release
+                .as_deref()
+                .map(|l| format!("  L4T {l}"))
+                .unwrap_or_default()
+        );
         if let Some((_, t)) = telemetry
             .as_ref()
             .and_then(|t| t.iter().find(|(i, _)| *i == g.index))
@@ -114,9 +128,9 @@ fn sample(
     period: Duration,
     busy: bool,
 ) -> anyhow::Result<Vec<(u32, Telemetry)>> {
-    let samplers: Vec<(u32, Sampler)> = gpus
+    let samplers: Vec<(u32, Box<dyn RunningSampler>)> = gpus
         .iter()
-        .map(|g| Sampler::start(g.index, period).map(|s| (g.index, s)))
+        .map(|g| telemetry::start(g, period).map(|s| (g.index, s)))
         .collect::<Result<_, _>>()?;
     let start = Instant::now();
     if busy {
@@ -141,6 +155,6 @@ fn sample(
     }
     samplers
         .into_iter()
-        .map(|(i, s)| Ok((i, s.stop()?)))
+        .map(|(i, s)| Ok((i, s.finish()?)))
         .collect()
 }

@@ -1,11 +1,14 @@
-//! GPUs: identity and telemetry through NVML ([`nvml`]), selection of the matrix's device
+//! GPUs: identity and telemetry through NVML ([`nvml`]), or without NVML through the CUDA
+//! driver ([`driver`]) and on Jetson `tegrastats` ([`tegrastats`]), selection of the matrix's device
 //! entries ([`select`]), and CUDA contexts, streams and event timing through cudarc ([`cuda`]).
 //! Everything is loaded at run time: on a machine without a driver, [`GpuError`] says so and
 //! CPU-only work is unaffected.
 
 pub mod cuda;
+pub mod driver;
 pub mod nvml;
 pub mod select;
+pub mod tegrastats;
 pub mod telemetry;
 
 pub use select::resolve;

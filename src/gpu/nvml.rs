@@ -28,8 +28,24 @@ pub fn open() -> Result<Nvml, GpuError> {
     Nvml::init().map_err(|e| GpuError::NvmlUnavailable(e.to_string()))
 }
 
-/// Reads every GPU's identity.
+/// Every GPU's identity: through NVML, or through the CUDA driver where NVML is absent or
+/// `CALIBENCH_NVML=off` ([`super::driver::inventory`]); each GPU's `identity_source` says which.
 pub fn inventory() -> Result<GpuInventory, GpuError> {
+    if std::env::var("CALIBENCH_NVML").is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
+        return super::driver::inventory();
+    }
+    match nvml_inventory() {
+        Err(GpuError::NvmlUnavailable(why)) => super::driver::inventory().map_err(|e| {
+            GpuError::NvmlUnavailable(format!(
+                "{why}; the CUDA driver cannot list GPUs either: {e}"
+            ))
+        }),
+        other => other,
+    }
+}
+
+/// Every GPU's identity through NVML.
+pub fn nvml_inventory() -> Result<GpuInventory, GpuError> {
     let nvml = open()?;
     let cuda = nvml.sys_cuda_driver_version().map_err(nvml_err)?;
     let mut gpus = Vec::new();
@@ -60,6 +76,11 @@ pub fn inventory() -> Result<GpuInventory, GpuError> {
             app_sm_clock_mhz: d.applications_clock(Clock::SM).ok(),
             app_mem_clock_mhz: d.applications_clock(Clock::Memory).ok(),
             ecc_enabled: d.is_ecc_enabled().ok().map(|e| e.currently_enabled),
+            identity_source: Some("nvml".into()),
+            sm_count: None,
+            integrated: None,
+            board: None,
+            l4t_release: None,
         });
     }
     Ok(GpuInventory {

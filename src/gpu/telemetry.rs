@@ -11,7 +11,7 @@ use nvml_wrapper::bitmasks::device::ThrottleReasons;
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 
 use super::GpuError;
-use crate::results::schema::{Stat, Telemetry};
+use crate::results::schema::{GpuInfo, Stat, Telemetry};
 
 /// Default sampling period.
 pub const DEFAULT_PERIOD: Duration = Duration::from_millis(50);
@@ -64,6 +64,39 @@ fn reason_names(r: ThrottleReasons) -> Vec<String> {
     .filter(|(flag, _)| r.contains(*flag))
     .map(|(_, n)| n.to_string())
     .collect()
+}
+
+/// A sampler running beside a measurement, whichever source it reads (NVML or tegrastats).
+pub trait RunningSampler: Send {
+    /// Stops sampling and summarizes.
+    fn finish(self: Box<Self>) -> Result<Telemetry, GpuError>;
+}
+
+impl RunningSampler for Sampler {
+    fn finish(self: Box<Self>) -> Result<Telemetry, GpuError> {
+        self.stop()
+    }
+}
+
+impl RunningSampler for super::tegrastats::TegrastatsSampler {
+    fn finish(self: Box<Self>) -> Result<Telemetry, GpuError> {
+        self.stop()
+    }
+}
+
+/// Starts the sampler for a GPU: NVML where NVML identified it, `tegrastats` for an integrated
+/// GPU identified by the CUDA driver (Jetson), else an error saying there is no source.
+pub fn start(gpu: &GpuInfo, period: Duration) -> Result<Box<dyn RunningSampler>, GpuError> {
+    match (gpu.identity_source.as_deref(), gpu.integrated) {
+        (Some("cuda-driver"), Some(true)) => Ok(Box::new(
+            super::tegrastats::TegrastatsSampler::start(period)?,
+        )),
+        (Some("cuda-driver"), _) => Err(GpuError::NvmlUnavailable(
+            "telemetry of a discrete GPU needs NVML, which is absent or off (CALIBENCH_NVML=off)"
+                .into(),
+        )),
+        _ => Ok(Box::new(Sampler::start(gpu.index, period)?)),
+    }
 }
 
 /// A running sampler; [`Sampler::stop`] ends it and returns the summary.

@@ -103,6 +103,22 @@ pub struct GpuInfo {
     pub app_mem_clock_mhz: Option<u32>,
     /// Whether ECC is enabled.
     pub ecc_enabled: Option<bool>,
+    /// What identified the GPU: `nvml`, or `cuda-driver` where NVML is absent or switched off
+    /// (Jetson boards have no NVML). Absent in records from before the field existed (NVML).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_source: Option<String>,
+    /// Streaming multiprocessors (CUDA driver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm_count: Option<u32>,
+    /// Whether the GPU is integrated with the host memory (Jetson).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrated: Option<bool>,
+    /// The board, from /proc/device-tree/model on Tegra (e.g. "NVIDIA Jetson AGX Orin Developer Kit").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub board: Option<String>,
+    /// The L4T release on Tegra, from /etc/nv_tegra_release (e.g. "R36 (release), REVISION: 4.3").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l4t_release: Option<String>,
 }
 
 /// Minimum, median and maximum of a sampled quantity.

@@ -11,7 +11,6 @@ use super::eval::{run_dataset, EvalSet};
 use crate::backend::{Backend, BackendError, BuildRequest};
 use crate::gpu::cuda::CudaEventTimer;
 use crate::gpu::nvml::GpuInfo;
-use crate::gpu::telemetry::Sampler;
 use crate::gpu::GpuError;
 use crate::matrix::spec::{LatencySpec, ModelSpec};
 use crate::matrix::Cell;
@@ -344,7 +343,7 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
             .collect(),
     };
     let sampler = match (input.gpu, ctx.telemetry_period) {
-        (Some(gpu), Some(period)) => match Sampler::start(gpu.index, period) {
+        (Some(gpu), Some(period)) => match crate::gpu::telemetry::start(gpu, period) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!("no telemetry for {}: {e}", cell.key());
@@ -384,7 +383,7 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
         }
     };
     if let Some(s) = sampler {
-        match s.stop() {
+        match s.finish() {
             Ok(t) => record.telemetry = Some(t),
             Err(e) => tracing::warn!("telemetry of {} lost: {e}", cell.key()),
         }

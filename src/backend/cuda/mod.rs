@@ -1217,3 +1217,57 @@ fn cuda_include_dirs() -> Vec<String> {
         .filter(|dir| std::path::Path::new(dir).join("cuda_fp16.h").exists())
         .collect()
 }
+
+/// The GPU architectures (`compute_XY` as XY) the loaded nvrtc can compile for.
+pub fn nvrtc_supported_archs() -> Result<Vec<i32>, BackendError> {
+    if !nvrtc_present() {
+        return Err(build_err("libnvrtc.so could not be loaded"));
+    }
+    let mut n = 0i32;
+    // SAFETY: writes one int.
+    unsafe { cudarc::nvrtc::sys::nvrtcGetNumSupportedArchs(&mut n) }
+        .result()
+        .map_err(|e| build_err(format!("nvrtcGetNumSupportedArchs: {e:?}")))?;
+    let mut archs = vec![0i32; n.max(0) as usize];
+    // SAFETY: `archs` holds the number of entries nvrtc said.
+    unsafe { cudarc::nvrtc::sys::nvrtcGetSupportedArchs(archs.as_mut_ptr()) }
+        .result()
+        .map_err(|e| build_err(format!("nvrtcGetSupportedArchs: {e:?}")))?;
+    Ok(archs)
+}
+
+#[cfg(test)]
+mod arch_tests {
+    use super::*;
+
+    /// On the device machine: the kernels compile with nvrtc for Jetson's GPUs without one
+    /// present — Orin (sm_87) always, Thor (sm_110) and Xavier (sm_72) exactly when this nvrtc
+    /// lists them (CUDA 13 dropped sm_72).
+    #[test]
+    #[ignore = "needs nvrtc (the device machine)"]
+    fn kernels_compile_for_jetson_architectures() {
+        let archs = nvrtc_supported_archs().unwrap();
+        eprintln!("nvrtc supports compute_{archs:?}");
+        for (major, minor, board) in [
+            (8, 7, "Orin"),
+            (11, 0, "Thor"),
+            (7, 2, "Xavier"),
+            (9, 0, "H100/H200"),
+        ] {
+            let listed = archs.contains(&(major * 10 + minor));
+            let compiled = kernels_ptx(major, minor);
+            eprintln!(
+                "sm_{major}{minor} ({board}): listed {listed}, {}",
+                match &compiled {
+                    Ok(ptx) => format!("compiled, {} bytes of PTX", ptx.to_src().len()),
+                    Err(e) => format!(
+                        "not compiled: {}",
+                        e.to_string().lines().next().unwrap_or("")
+                    ),
+                }
+            );
+            assert_eq!(compiled.is_ok(), listed, "sm_{major}{minor}");
+        }
+        assert!(archs.contains(&87), "Orin must be supported");
+    }
+}

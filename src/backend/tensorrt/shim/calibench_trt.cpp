@@ -6,8 +6,8 @@
 // and the IInt8*Calibrator classes) exists only for NV_TENSORRT_MAJOR < 11; on TensorRT 11 every
 // network is strongly typed and precision comes from the model (a Q/DQ rewrite for int8).
 //
-// Every extern "C" function catches everything: no exception crosses into Rust. Error messages
-// are built inside the try; the catch handlers only copy fixed strings.
+// Every extern "C" function runs its body in `guarded` (or its own try), which catches
+// everything: no exception crosses into Rust. Messages are built inside; handlers only copy.
 
 #include "calibench_trt.h"
 
@@ -34,6 +34,20 @@ void set_error(char* err, size_t err_len, const char* message, const char* detai
 }
 
 void set_error(char* err, size_t err_len, const std::string& message) noexcept { set_error(err, err_len, message.c_str()); }
+
+// Runs `body`; an exception becomes `failure`, with `what` and the exception's message in `err`.
+// This is what keeps every exception on the C++ side of the extern "C" functions.
+template <typename R, typename F>
+R guarded(char* err, size_t err_len, const char* what, R failure, F&& body) noexcept {
+    try {
+        return body();
+    } catch (const std::exception& e) {
+        set_error(err, err_len, what, e.what());
+    } catch (...) {
+        set_error(err, err_len, what, "an unknown exception");
+    }
+    return failure;
+}
 
 using CreateFn = void* (*)(void*, int32_t);
 using CreateParserFn = void* (*)(void*, void*, int);
@@ -161,7 +175,7 @@ int32_t calibench_trt_header_version(void) { return NV_TENSORRT_VERSION; }
 
 CalibenchTrt* calibench_trt_open(const char* nvinfer, const char* onnxparser, calibench_trt_log_fn log, void* log_user,
                                  int32_t max_severity, char* err, size_t err_len) {
-    try {
+    return guarded(err, err_len, "opening TensorRT threw: ", static_cast<CalibenchTrt*>(nullptr), [&]() -> CalibenchTrt* {
         std::unique_ptr<CalibenchTrt> trt(new CalibenchTrt(log, log_user, max_severity));
         trt->nvinfer = dlopen(nvinfer, RTLD_NOW | RTLD_LOCAL);
         if (trt->nvinfer == nullptr) {
@@ -192,13 +206,7 @@ CalibenchTrt* calibench_trt_open(const char* nvinfer, const char* onnxparser, ca
             return nullptr;
         }
         return trt.release();
-    } catch (const std::exception& e) {
-        set_error(err, err_len, "opening TensorRT threw: ", e.what());
-        return nullptr;
-    } catch (...) {
-        set_error(err, err_len, "opening TensorRT threw an unknown exception");
-        return nullptr;
-    }
+    });
 }
 
 void calibench_trt_close(CalibenchTrt* trt) { delete trt; }
@@ -207,7 +215,7 @@ int32_t calibench_trt_library_version(const CalibenchTrt* trt) { return trt->lib
 
 int32_t calibench_trt_build(CalibenchTrt* trt, const uint8_t* onnx, size_t onnx_len, const CalibenchTrtBuildOptions* options,
                             calibench_trt_bytes_fn on_engine, void* engine_user, char* err, size_t err_len) {
-    try {
+    return guarded(err, err_len, "TensorRT threw while building: ", int32_t{5}, [&]() -> int32_t {
         Owned<nvinfer1::IBuilder> builder(
             static_cast<nvinfer1::IBuilder*>(trt->create_builder(&trt->logger, NV_TENSORRT_VERSION)));
         if (!builder) {
@@ -312,13 +320,7 @@ int32_t calibench_trt_build(CalibenchTrt* trt, const uint8_t* onnx, size_t onnx_
         }
         on_engine(engine_user, static_cast<const uint8_t*>(plan->data()), plan->size());
         return 0;
-    } catch (const std::exception& e) {
-        set_error(err, err_len, "TensorRT threw while building: ", e.what());
-        return 5;
-    } catch (...) {
-        set_error(err, err_len, "TensorRT threw an unknown exception while building");
-        return 5;
-    }
+    });
 }
 
 static Owned<nvinfer1::IRuntime> make_runtime(CalibenchTrt* trt) {
@@ -327,7 +329,7 @@ static Owned<nvinfer1::IRuntime> make_runtime(CalibenchTrt* trt) {
 
 int32_t calibench_trt_inspect(CalibenchTrt* trt, const uint8_t* engine_bytes, size_t len, calibench_trt_bytes_fn on_json, void* user,
                               char* err, size_t err_len) {
-    try {
+    return guarded(err, err_len, "TensorRT threw while inspecting the engine: ", int32_t{5}, [&]() -> int32_t {
         Owned<nvinfer1::IRuntime> runtime = make_runtime(trt);
         if (!runtime) {
             set_error(err, err_len, "createInferRuntime failed");
@@ -346,17 +348,11 @@ int32_t calibench_trt_inspect(CalibenchTrt* trt, const uint8_t* engine_bytes, si
         }
         on_json(user, reinterpret_cast<const uint8_t*>(json), std::strlen(json));
         return 0;
-    } catch (const std::exception& e) {
-        set_error(err, err_len, "TensorRT threw while inspecting the engine: ", e.what());
-        return 5;
-    } catch (...) {
-        set_error(err, err_len, "TensorRT threw while inspecting the engine");
-        return 5;
-    }
+    });
 }
 
 CalibenchTrtEngine* calibench_trt_engine_load(CalibenchTrt* trt, const uint8_t* bytes, size_t len, char* err, size_t err_len) {
-    try {
+    return guarded(err, err_len, "TensorRT threw while loading the engine: ", static_cast<CalibenchTrtEngine*>(nullptr), [&]() -> CalibenchTrtEngine* {
         std::unique_ptr<CalibenchTrtEngine> e(new CalibenchTrtEngine());
         e->runtime = make_runtime(trt);
         if (!e->runtime) {
@@ -374,13 +370,7 @@ CalibenchTrtEngine* calibench_trt_engine_load(CalibenchTrt* trt, const uint8_t* 
             return nullptr;
         }
         return e.release();
-    } catch (const std::exception& e) {
-        set_error(err, err_len, "TensorRT threw while loading the engine: ", e.what());
-        return nullptr;
-    } catch (...) {
-        set_error(err, err_len, "TensorRT threw while loading the engine");
-        return nullptr;
-    }
+    });
 }
 
 void calibench_trt_engine_free(CalibenchTrtEngine* engine) {
@@ -402,7 +392,7 @@ int32_t calibench_trt_engine_nb_io(const CalibenchTrtEngine* engine) {
 }
 
 int32_t calibench_trt_engine_io(const CalibenchTrtEngine* engine, int32_t index, CalibenchTrtIo* out, char* err, size_t err_len) {
-    try {
+    return guarded(err, err_len, "TensorRT threw while listing I/O tensors: ", int32_t{5}, [&]() -> int32_t {
         const char* name = engine->engine->getIOTensorName(index);
         if (name == nullptr) {
             set_error(err, err_len, std::string("no I/O tensor at index ") + std::to_string(index));
@@ -421,34 +411,22 @@ int32_t calibench_trt_engine_io(const CalibenchTrtEngine* engine, int32_t index,
             out->dims[i] = d.d[i];
         }
         return 0;
-    } catch (const std::exception& e) {
-        set_error(err, err_len, "TensorRT threw while listing I/O tensors: ", e.what());
-        return 5;
-    } catch (...) {
-        set_error(err, err_len, "TensorRT threw while listing I/O tensors");
-        return 5;
-    }
+    });
 }
 
 int32_t calibench_trt_engine_set_tensor(CalibenchTrtEngine* engine, const char* name, void* device_ptr, char* err, size_t err_len) {
-    try {
+    return guarded(err, err_len, "TensorRT threw in setTensorAddress: ", int32_t{5}, [&]() -> int32_t {
         if (!engine->context->setTensorAddress(name, device_ptr)) {
             set_error(err, err_len, std::string("setTensorAddress rejected tensor ") + name +
                                         " (no such I/O tensor, or a misaligned address)");
             return 1;
         }
         return 0;
-    } catch (const std::exception& e) {
-        set_error(err, err_len, "TensorRT threw in setTensorAddress: ", e.what());
-        return 5;
-    } catch (...) {
-        set_error(err, err_len, "TensorRT threw in setTensorAddress");
-        return 5;
-    }
+    });
 }
 
 int32_t calibench_trt_engine_set_shape(CalibenchTrtEngine* engine, const CalibenchTrtShape* shape, char* err, size_t err_len) {
-    try {
+    return guarded(err, err_len, "TensorRT threw in setInputShape: ", int32_t{5}, [&]() -> int32_t {
         nvinfer1::Dims d{};
         if (!to_dims(*shape, d) || !engine->context->setInputShape(shape->name, d)) {
             set_error(err, err_len, std::string("setInputShape rejected ") + dims_text(*shape) + " for input " + shape->name +
@@ -456,29 +434,17 @@ int32_t calibench_trt_engine_set_shape(CalibenchTrtEngine* engine, const Caliben
             return 1;
         }
         return 0;
-    } catch (const std::exception& e) {
-        set_error(err, err_len, "TensorRT threw in setInputShape: ", e.what());
-        return 5;
-    } catch (...) {
-        set_error(err, err_len, "TensorRT threw in setInputShape");
-        return 5;
-    }
+    });
 }
 
 int32_t calibench_trt_engine_enqueue(CalibenchTrtEngine* engine, void* stream, char* err, size_t err_len) {
-    try {
+    return guarded(err, err_len, "TensorRT threw in enqueueV3: ", int32_t{5}, [&]() -> int32_t {
         if (!engine->context->enqueueV3(static_cast<cudaStream_t>(stream))) {
             set_error(err, err_len, "enqueueV3 failed (an unbound tensor, an unset input shape, or a CUDA error)");
             return 1;
         }
         return 0;
-    } catch (const std::exception& e) {
-        set_error(err, err_len, "TensorRT threw in enqueueV3: ", e.what());
-        return 5;
-    } catch (...) {
-        set_error(err, err_len, "TensorRT threw in enqueueV3");
-        return 5;
-    }
+    });
 }
 
 }  // extern "C"

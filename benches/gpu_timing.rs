@@ -61,7 +61,6 @@ fn main() {
                 CudaEventTimer::new(&ctx, sync, graph, || spin.enqueue(cycles)).unwrap();
             let out = CriterionOutput {
                 dir: dir.path(),
-                show: false,
                 html: false,
             };
             let l = measure(

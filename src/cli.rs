@@ -34,7 +34,7 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run the cells of a matrix spec and record one result per cell.
     Run(RunArgs),
-    /// Write a run's records as CSV or JSON.
+    /// Write a run's records as CSV, JSON, JUnit XML or Markdown.
     Export(ExportArgs),
     /// Inspect, compare, convert and describe calibration caches.
     #[command(subcommand)]
@@ -137,7 +137,7 @@ pub enum StoreCommand {
 
 #[derive(Debug, Args)]
 pub struct StoreGcArgs {
-    /// The store [default: reports/.cache/engines].
+    /// The store.
     #[arg(long, value_name = "DIR", default_value = "reports/.cache/engines")]
     pub store: PathBuf,
     /// Remove engines last written longer ago than this: 30m, 12h, 7d, or 0 for all.
@@ -193,7 +193,7 @@ pub struct ReportArgs {
     /// Run folders (or results.jsonl files); several are read as one (e.g. shards).
     #[arg(required = true)]
     pub runs: Vec<PathBuf>,
-    /// Output file: .html for the report, .md for a Markdown summary.
+    /// Output file: .html for the report, .md for a Markdown summary (by its extension).
     #[arg(long, short = 'o', value_name = "FILE", default_value = "report.html")]
     pub output: PathBuf,
     /// Title [default: calibench portability report — <matrix>].
@@ -207,6 +207,9 @@ pub struct ReportArgs {
     pub baseline: Option<PathBuf>,
     #[command(flatten)]
     pub gate: GateArgs,
+    /// Also print the verdicts (and the baseline gate) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -231,8 +234,11 @@ pub struct CompareArgs {
     #[command(flatten)]
     pub gate: GateArgs,
     /// Print Markdown instead of a table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     pub markdown: bool,
+    /// Print the comparison as JSON (every cell, the missing ones, `passed`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -510,6 +516,10 @@ pub struct RunArgs {
     #[arg(long, short = 'q')]
     pub quiet: bool,
 
+    /// Print the run's summary and verdicts as JSON on stdout (instead of the run folder).
+    #[arg(long)]
+    pub json: bool,
+
     /// GPU telemetry sampling period while a GPU cell is measured, in ms (0: off).
     #[arg(long, value_name = "MS", default_value_t = 50)]
     pub telemetry_ms: u64,
@@ -525,9 +535,9 @@ pub struct ExportArgs {
     /// A run folder (reports/<run-id>) or its results.jsonl.
     pub run: PathBuf,
 
-    /// Output format.
+    /// Output format [default: from the output's extension: .csv, .json, .xml (JUnit), .md].
     #[arg(long, short = 'f', value_enum)]
-    pub format: ExportFormat,
+    pub format: Option<ExportFormat>,
 
     /// Write to FILE instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]

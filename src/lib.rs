@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod console;
 pub mod gpu;
 pub mod hash;
 pub mod matrix;

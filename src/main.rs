@@ -21,11 +21,13 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Before any thread or redirection: calibench's stderr survives criterion's silencing.
+    calibench::console::init();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(calibench::console::stderr)
         .init();
     let cli = Cli::parse();
     let result = match &cli.command {

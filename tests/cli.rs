@@ -144,15 +144,72 @@ fn demo_matrix_runs_and_exports() {
     assert!(keys.values().all(|&n| n == 1));
     assert!(run_dir.join("matrix.toml").is_file());
 
-    let csv = run_ok(
+    // The run leaves its report and summary in the run folder and says what to do next.
+    assert!(run_dir.join("report.html").is_file() && run_dir.join("summary.md").is_file());
+    assert!(
+        stderr.contains("report:  ") && stderr.contains("next:    calibench compare"),
+        "{stderr}"
+    );
+    let summary = std::fs::read_to_string(run_dir.join("summary.md")).unwrap();
+    assert!(summary.contains("recalibrate"), "{summary}");
+
+    // The format follows the output's extension; the CSV carries the accuracy metrics.
+    let csv_path = out_dir.path().join("results.csv");
+    run_ok(
         calibench()
             .arg("export")
             .arg(&run_dir)
-            .args(["--format", "csv"]),
+            .arg("-o")
+            .arg(&csv_path),
     );
-    let csv = String::from_utf8(csv.stdout).unwrap();
-    assert_eq!(csv.lines().count(), 21, "header + one row per cell");
-    assert!(csv.lines().next().unwrap().contains("p99_ms"));
+    let mut rd = csv::Reader::from_path(&csv_path).unwrap();
+    let headers = rd.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).expect(name);
+    let rows: Vec<csv::StringRecord> = rd.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 20, "one row per cell");
+    for row in &rows {
+        let cosine: f64 = row[col("cosine")].parse().unwrap();
+        let top1: f64 = row[col("top1_accuracy")].parse().unwrap();
+        assert!(cosine > 0.9 && top1 > 0.5, "{row:?}");
+        assert!(!row[col("max_abs")].is_empty() && !row[col("snr_db")].is_empty() || cosine == 1.0);
+    }
+    let unknown = calibench()
+        .arg("export")
+        .arg(&run_dir)
+        .arg("-o")
+        .arg(out_dir.path().join("results.parquet"))
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("results.parquet"));
+
+    // `report -o r.pdf` is refused (exit 2), never silently written as HTML.
+    let pdf = calibench()
+        .arg("report")
+        .arg(&run_dir)
+        .arg("-o")
+        .arg(out_dir.path().join("r.pdf"))
+        .output()
+        .unwrap();
+    assert_eq!(pdf.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&pdf.stderr).contains(".pdf"));
+    assert!(!out_dir.path().join("r.pdf").exists());
+    // `report --json`: the verdicts for scripts.
+    let json = run_ok(
+        calibench()
+            .arg("report")
+            .arg(&run_dir)
+            .arg("--json")
+            .arg("-o")
+            .arg(out_dir.path().join("r.md")),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["cells"], 20);
+    assert_eq!(v["verdict_counts"]["recalibrate"], 2, "{v}");
+    assert_eq!(
+        v["verdicts"][0]["verdict"], "recalibrate",
+        "worst first: {v}"
+    );
 
     let json_path = out_dir.path().join("r.json");
     run_ok(
@@ -237,13 +294,25 @@ fn failing_cells_are_recorded_and_the_run_goes_on() {
         .contains("[mock].fail"));
 
     // --retry-failed on resume runs only the failed cells again.
+    // (--json: the summary and verdicts for scripts; the report is rewritten from every record.)
     let out = calibench()
-        .args(["run", "-q", "--retry-failed", "--resume"])
+        .args(["run", "-q", "--json", "--retry-failed", "--resume"])
         .arg(&run_dir)
         .arg(&spec)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["ran"], 2, "{summary}");
+    assert_eq!(summary["failed"], 2, "{summary}");
+    assert_eq!(summary["passed"], false);
+    assert_eq!(summary["verdicts"]["cells"], 18, "{summary}");
+    assert!(PathBuf::from(summary["report"].as_str().unwrap()).is_file());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("next:    open "),
+        "a failed run points at its report: {stderr}"
+    );
     assert_eq!(
         std::fs::read_to_string(run_dir.join("results.jsonl"))
             .unwrap()

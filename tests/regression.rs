@@ -522,3 +522,45 @@ fn import_retags_a_tensorrt_cache_bit_for_bit() {
     assert_eq!(head_after, "TRT-101600-MinMaxCalibration");
     assert_eq!(body_after, body_before);
 }
+
+#[test]
+fn criterion_console_output_no_longer_reaches_the_user() {
+    // criterion printed "Gnuplot not found, using plotters backend" and its "Benchmarking …"
+    // analysis into calibench's stderr, and its silencing could swallow calibench's own lines.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = mock_spec(dir.path(), "");
+    let o = calibench()
+        .args(["run", "--output"])
+        .arg(dir.path().join("out"))
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    for leak in [
+        "Gnuplot",
+        "Benchmarking",
+        "Analyzing",
+        "Warming up",
+        "time:   [",
+    ] {
+        assert!(
+            !err.contains(leak),
+            "criterion's {leak:?} reached stderr:\n{err}"
+        );
+    }
+    // Every cell's line and the closing lines still reach the user.
+    let cell_lines = err.lines().filter(|l| l.starts_with('[')).count();
+    assert_eq!(cell_lines, 16, "{err}");
+    assert!(
+        err.contains("16 cell(s): 16 ok") && err.contains("report:  "),
+        "{err}"
+    );
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "stdout is the run folder only: {stdout:?}"
+    );
+    assert!(Path::new(stdout.trim()).join("results.jsonl").is_file());
+}

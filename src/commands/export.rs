@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use anyhow::Context;
+use calibench::results::export::ExportFormat;
 use calibench::results::read_results;
 
 use super::Outcome;
@@ -16,7 +17,14 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<Outcome> {
             args.run.display()
         );
     }
-    let exporter = args.format.exporter();
+    let format = match (args.format, &args.output) {
+        (Some(f), _) => f,
+        (None, Some(path)) => ExportFormat::from_path(path)?,
+        (None, None) => anyhow::bail!(
+            "which format? pass --format csv|json|junit|markdown, or -o FILE with a .csv, .json, .xml or .md extension"
+        ),
+    };
+    let exporter = format.exporter();
     match &args.output {
         Some(path) => {
             let mut file = std::io::BufWriter::new(

@@ -49,7 +49,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
             [
                 (i + 1).to_string(),
                 c.model.clone(),
-                c.cache.clone().unwrap_or_else(|| "-".into()),
+                c.cache.clone().unwrap_or_else(|| "none".into()),
                 c.device.clone(),
                 c.precision.to_string(),
                 c.backend.to_string(),

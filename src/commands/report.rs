@@ -1,9 +1,11 @@
 //! `calibench report`, `merge` and `compare`: what a release manager reads and a nightly job gates on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use calibench::report::{compare as compare_runs, render_html, render_markdown, ReportOptions};
+use calibench::report::{
+    compare as compare_runs, render_html, render_markdown, verdicts_json, ReportOptions,
+};
 use calibench::results::merge::{merge_records, write_merged};
 use calibench::results::Record;
 
@@ -24,7 +26,61 @@ fn read_all(runs: &[PathBuf]) -> anyhow::Result<Vec<Record>> {
     Ok(records)
 }
 
+/// The reports `run` leaves in its run folder.
+pub struct RunReports {
+    /// `<run>/report.html`.
+    pub html: PathBuf,
+    /// `<run>/summary.md`.
+    pub markdown: PathBuf,
+    /// The verdicts, as `report --json` prints them.
+    pub verdicts: serde_json::Value,
+}
+
+/// Writes `report.html` and `summary.md` into a run folder (at the end of `run`, also after
+/// `--resume`, from every record the folder holds).
+pub fn write_run_reports(run_dir: &Path) -> anyhow::Result<RunReports> {
+    let records = calibench::results::read_results(run_dir)?.records;
+    anyhow::ensure!(!records.is_empty(), "the run recorded no cells");
+    let opts = ReportOptions {
+        title: format!("calibench portability report — {}", records[0].matrix.name),
+        sources: vec![run_dir.display().to_string()],
+        sign_off: false,
+        baseline: None,
+    };
+    let html = run_dir.join("report.html");
+    let markdown = run_dir.join("summary.md");
+    std::fs::write(&html, render_html(&records, &opts)?)
+        .with_context(|| format!("cannot write {}", html.display()))?;
+    std::fs::write(&markdown, render_markdown(&records, &opts))
+        .with_context(|| format!("cannot write {}", markdown.display()))?;
+    Ok(RunReports {
+        html,
+        markdown,
+        verdicts: verdicts_json(&records),
+    })
+}
+
+/// What the report's output file is, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReportFormat {
+    Html,
+    Markdown,
+}
+
+fn report_format(path: &Path) -> anyhow::Result<ReportFormat> {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("html" | "htm") => Ok(ReportFormat::Html),
+        Some("md" | "markdown") => Ok(ReportFormat::Markdown),
+        other => anyhow::bail!(
+            "{}: calibench writes reports as HTML (.html) or Markdown (.md), not {}\nfix: -o report.html or -o summary.md (for CSV, JSON or JUnit: calibench export RUN -o FILE)",
+            path.display(),
+            other.map_or("a file without an extension".to_string(), |e| format!(".{e}"))
+        ),
+    }
+}
+
 pub fn report(args: &ReportArgs) -> anyhow::Result<Outcome> {
+    let format = report_format(&args.output)?;
     let records = read_all(&args.runs)?;
     anyhow::ensure!(
         !records.is_empty(),
@@ -48,15 +104,22 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<Outcome> {
         sign_off: args.sign_off,
         baseline: baseline.as_ref(),
     };
-    let markdown = args.output.extension().is_some_and(|e| e == "md");
-    let text = if markdown {
-        render_markdown(&records, &opts)
-    } else {
-        render_html(&records, &opts)?
+    let text = match format {
+        ReportFormat::Markdown => render_markdown(&records, &opts),
+        ReportFormat::Html => render_html(&records, &opts)?,
     };
     std::fs::write(&args.output, text)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     eprintln!("wrote {} ({} cells)", args.output.display(), records.len());
+    if args.json {
+        let mut v = verdicts_json(&records);
+        v["report"] = serde_json::json!(args.output);
+        if let Some(b) = &baseline {
+            v["baseline"] = serde_json::to_value(b)?;
+            v["baseline_passed"] = serde_json::json!(b.passed());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
     Ok(match &baseline {
         Some(b) if !b.passed() => Outcome::Failed,
         _ => Outcome::Ok,
@@ -120,7 +183,11 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<Outcome> {
     let base = read_all(std::slice::from_ref(&args.baseline))?;
     let cur = read_all(std::slice::from_ref(&args.current))?;
     let report = compare_runs(&base, &cur, args.gate.thresholds());
-    if args.markdown {
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["passed"] = serde_json::json!(report.passed());
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if args.markdown {
         print!("{}", report.markdown());
     } else {
         println!(
@@ -146,14 +213,13 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<Outcome> {
         for k in &report.missing {
             println!("{k:<60} missing in the current run: FAIL");
         }
-        println!(
-            "\n{}",
-            if report.passed() {
-                "gate passed"
-            } else {
-                "gate FAILED"
-            }
-        );
+        use calibench::console::{paint, stdout_colour, Tone};
+        let gate = if report.passed() {
+            paint("gate passed", Tone::Good, stdout_colour())
+        } else {
+            paint("gate FAILED", Tone::Bad, stdout_colour())
+        };
+        println!("\n{gate}");
     }
     Ok(if report.passed() {
         Outcome::Ok

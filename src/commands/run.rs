@@ -6,6 +6,21 @@ use calibench::runner::{self, RunOptions};
 use super::Outcome;
 use crate::cli::RunArgs;
 
+/// The one command that matters after this run.
+fn next_step(s: &runner::RunSummary, html: &std::path::Path) -> String {
+    if s.any_failed() {
+        format!(
+            "open {} (why each failing cell failed, and what to do)",
+            html.display()
+        )
+    } else {
+        format!(
+            "calibench compare <baseline run> {}   (exit 1 on a latency or accuracy regression)",
+            s.run_dir.display()
+        )
+    }
+}
+
 pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
     let loaded = Spec::load(&args.matrix)?;
     let mut latency = loaded.spec.latency;
@@ -65,9 +80,42 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
     }
     let s = runner::run(&loaded, &opts)?;
     eprintln!("{}", s.line());
-    eprintln!("results: {}", s.run_dir.join("results.jsonl").display());
-    // The run folder on stdout, for scripts: `run=$(calibench run m.toml -q)`.
-    println!("{}", s.run_dir.display());
+    let results = s.run_dir.join("results.jsonl");
+    eprintln!("results: {}", results.display());
+    // The records are on disk already: a report that cannot be written is a warning only.
+    let reports = match super::report::write_run_reports(&s.run_dir) {
+        Ok(r) => {
+            eprintln!("report:  {}", r.html.display());
+            eprintln!("summary: {}", r.markdown.display());
+            eprintln!("next:    {}", next_step(&s, &r.html));
+            Some(r)
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: no report written: {e:#}\n  fix: calibench report {} -o report.html",
+                s.run_dir.display()
+            );
+            None
+        }
+    };
+    if args.json {
+        // For scripts: the summary and verdicts as one JSON object on stdout.
+        let mut v = serde_json::json!({
+            "run_dir": s.run_dir, "results": results, "selected": s.selected, "ran": s.ran,
+            "already_recorded": s.already_recorded, "ok": s.ok, "failed": s.failed,
+            "expected_failures": s.expected_failures, "unexpected_passes": s.unexpected_passes,
+            "skipped": s.skipped, "expected_skips": s.expected_skips, "passed": !s.any_failed(),
+        });
+        if let Some(r) = &reports {
+            v["report"] = serde_json::json!(r.html);
+            v["summary"] = serde_json::json!(r.markdown);
+            v["verdicts"] = r.verdicts.clone();
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        // The run folder on stdout, for scripts: `run=$(calibench run m.toml -q)`.
+        println!("{}", s.run_dir.display());
+    }
     Ok(if s.any_failed() {
         Outcome::Failed
     } else {

@@ -54,8 +54,6 @@ impl<E, F: FnMut() -> Result<(), E>> IterationTimer for WallTimer<F> {
 pub struct CriterionOutput<'a> {
     /// criterion's output folder (estimates, HTML).
     pub dir: &'a Path,
-    /// Let criterion print its analysis on stderr (it prints nothing when false).
-    pub show: bool,
     /// Let criterion draw its HTML report (slow: seconds per cell).
     pub html: bool,
 }
@@ -110,7 +108,7 @@ fn run_criterion<T: IterationTimer>(
     let bench_id = criterion_id(id);
     // Built inside the redirection: criterion's first construction probes for gnuplot and
     // prints "Gnuplot not found, using plotters backend", which must not reach the terminal.
-    with_stdout_to_stderr(!out.show, || {
+    crate::console::silenced(|| {
         let mut c = criterion::Criterion::default()
             .output_directory(out.dir)
             .warm_up_time(Duration::from_millis(spec.warmup_ms.max(1)))
@@ -205,51 +203,6 @@ fn read_estimates(path: &Path) -> Option<Estimate> {
         slope_ms: e.slope.as_ref().map(|s| ms(s.point_estimate)),
         confidence_level: e.mean.confidence_interval.confidence_level,
     })
-}
-
-/// Runs `f` with criterion's console output (stdout and stderr) sent to stderr when `show`, or
-/// to /dev/null, so it never mixes with calibench's stdout (which scripts read) or progress.
-fn with_stdout_to_stderr<R>(silence: bool, f: impl FnOnce() -> R) -> R {
-    use std::io::Write;
-    #[cfg(unix)]
-    {
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-        // SAFETY: plain file-descriptor duplication; every descriptor opened here is closed.
-        let (saved_out, saved_err) = unsafe { (libc::dup(1), libc::dup(2)) };
-        let target = if silence {
-            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY) }
-        } else {
-            unsafe { libc::dup(2) }
-        };
-        let redirected = saved_out >= 0 && saved_err >= 0 && target >= 0;
-        if redirected {
-            unsafe {
-                libc::dup2(target, 1);
-                libc::dup2(target, 2);
-            }
-        }
-        let result = f();
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-        if redirected {
-            unsafe {
-                libc::dup2(saved_out, 1);
-                libc::dup2(saved_err, 2);
-            }
-        }
-        for fd in [saved_out, saved_err, target] {
-            if fd >= 0 {
-                unsafe { libc::close(fd) };
-            }
-        }
-        result
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = silence;
-        f()
-    }
 }
 
 /// Times `iteration` with the wall clock and no criterion: warm-up, then samples.
@@ -426,9 +379,11 @@ mod tests {
         });
         let out = CriterionOutput {
             dir: dir.path(),
-            show: false,
             html: false,
         };
+        let _serial = crate::console::TEST_LOCK
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let l = measure(
             &spec,
             4,

@@ -97,7 +97,7 @@ fn environment(records: &[Record]) -> serde_json::Value {
     })
 }
 
-fn count(records: &[Record], s: Status) -> usize {
+pub(crate) fn count(records: &[Record], s: Status) -> usize {
     records.iter().filter(|r| r.status == s).count()
 }
 
@@ -149,14 +149,14 @@ pub fn render_html(records: &[Record], opts: &ReportOptions<'_>) -> anyhow::Resu
 }
 
 #[derive(Serialize)]
-struct VerdictCounts {
+pub(crate) struct VerdictCounts {
     ok: usize,
     caution: usize,
     not_measured: usize,
     recalibrate: usize,
 }
 
-fn verdict_counts(a: &Analysis) -> VerdictCounts {
+pub(crate) fn verdict_counts(a: &Analysis) -> VerdictCounts {
     let n = |v: Verdict| a.verdicts.iter().filter(|r| r.verdict == v).count();
     VerdictCounts {
         ok: n(Verdict::ReuseOk),

@@ -4,8 +4,10 @@
 pub mod baseline;
 pub mod charts;
 pub mod html;
+pub mod json;
 pub mod portability;
 
 pub use baseline::{compare, BaselineReport, Thresholds};
 pub use html::{render_html, render_markdown, ReportOptions};
+pub use json::verdicts_json;
 pub use portability::{analyze, Analysis, Verdict};

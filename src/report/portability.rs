@@ -517,8 +517,16 @@ fn verdicts(records: &[Record], cells: &[CellSummary]) -> Vec<VerdictRow> {
             let origin = members.first().and_then(|(_, c)| c.origin.clone());
             let cells: Vec<&CellSummary> = members.iter().map(|(_, c)| *c).collect();
             let (speed, speed_class) = speed_verdict(&cells);
-            let expected = (failing > 0 && expected_failing.len() == failing)
-                .then(|| expected_failing.join("; "));
+            let expected = (failing > 0 && expected_failing.len() == failing).then(|| {
+                // One reason per distinct `[[expect]]` entry, however many cells it covers.
+                let mut reasons: Vec<String> = Vec::new();
+                for r in expected_failing {
+                    if !reasons.contains(&r) {
+                        reasons.push(r);
+                    }
+                }
+                reasons.join("; ")
+            });
             VerdictRow {
                 model,
                 cache,

@@ -357,7 +357,6 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
         .as_deref()
         .map(|dir| latency::CriterionOutput {
             dir,
-            show: false,
             html: ctx.criterion_html,
         });
     let measured = match engine.gpu_context() {

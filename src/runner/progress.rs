@@ -2,9 +2,7 @@
 //! showing the cell it is on; elsewhere (CI logs), one line per finished cell, tagged with its
 //! worker when there are several.
 
-use std::io::IsTerminal;
-
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::matrix::Cell;
 use crate::results::schema::Record;
@@ -19,7 +17,7 @@ pub struct Progress {
 impl Progress {
     /// A display for `total` cells run by the named workers.
     pub fn new(total: usize, enabled: bool, workers: &[String]) -> Progress {
-        let terminal = std::io::stderr().is_terminal();
+        let terminal = crate::console::stderr_is_terminal();
         if !(enabled && terminal) {
             return Progress {
                 bar: None,
@@ -27,7 +25,11 @@ impl Progress {
                 lines: enabled,
             };
         }
-        let multi = MultiProgress::new();
+        // Drawn on calibench's own stderr, which criterion's silencing leaves alone.
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::term(
+            crate::console::progress_term(),
+            20,
+        ));
         let bar = multi.add(ProgressBar::new(total as u64));
         bar.set_style(
             ProgressStyle::with_template(
@@ -71,7 +73,15 @@ impl Progress {
     }
 
     pub fn finish_cell(&self, done: usize, total: usize, record: &Record, worker: Option<&str>) {
-        let mut what = record.status.to_string();
+        use crate::console::{paint, stderr_colour, Tone};
+        use crate::results::schema::Status;
+        let tone = match (record.status, record.expected.is_some()) {
+            (Status::Ok, _) => Tone::Good,
+            (_, true) => Tone::Neutral,
+            (Status::Failed, false) => Tone::Bad,
+            (Status::Skipped, false) => Tone::Warn,
+        };
+        let mut what = paint(&record.status.to_string(), tone, stderr_colour());
         if let Some(o) = record.accuracy.as_ref().and_then(|a| a.outputs.first()) {
             if let (Some(t), Some(r)) = (o.top1_accuracy, o.reference_top1_accuracy) {
                 what.push_str(&format!(
@@ -103,7 +113,7 @@ impl Progress {
             bar.println(line);
             bar.inc(1);
         } else if self.lines {
-            eprintln!("{line}");
+            crate::console::line(&line);
         }
     }
 

@@ -5,6 +5,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::Exporter;
+use crate::measure::accuracy::OutputMetrics;
 use crate::results::schema::Record;
 
 /// Writes one CSV row per record.
@@ -49,6 +50,17 @@ struct Row<'a> {
     end_to_end_p99_ms: Option<f64>,
     accuracy_passed: Option<bool>,
     accuracy_reason: Option<&'a str>,
+    accuracy_samples: Option<usize>,
+    /// Accuracy metrics, the worst over the model's outputs (lowest top-1, agreement, cosine
+    /// and SNR; largest differences).
+    top1_accuracy: Option<f64>,
+    reference_top1_accuracy: Option<f64>,
+    top1_agreement: Option<f64>,
+    cosine: Option<f64>,
+    max_abs: Option<f64>,
+    mean_abs: Option<f64>,
+    rel_l2: Option<f64>,
+    snr_db: Option<f64>,
     calibench_version: &'a str,
     git_commit: &'a str,
     started_at: String,
@@ -94,12 +106,35 @@ impl<'a> Row<'a> {
             end_to_end_p99_ms: r.end_to_end.as_ref().map(|l| l.p99_ms),
             accuracy_passed: r.accuracy.as_ref().map(|a| a.passed),
             accuracy_reason: r.accuracy.as_ref().and_then(|a| a.reason.as_deref()),
+            accuracy_samples: r.accuracy.as_ref().map(|a| a.samples),
+            top1_accuracy: worst(r, |o| o.top1_accuracy, f64::min),
+            reference_top1_accuracy: worst(r, |o| o.reference_top1_accuracy, f64::min),
+            top1_agreement: worst(r, |o| o.top1_agreement, f64::min),
+            cosine: worst(r, |o| Some(o.cosine), f64::min),
+            max_abs: worst(r, |o| Some(o.max_abs), f64::max),
+            mean_abs: worst(r, |o| Some(o.mean_abs), f64::max),
+            rel_l2: worst(r, |o| Some(o.rel_l2), f64::max),
+            snr_db: worst(r, |o| o.snr_db, f64::min),
             calibench_version: &r.calibench.version,
             git_commit: &r.calibench.git_commit,
             started_at: r.started_at.to_rfc3339(),
             finished_at: r.finished_at.to_rfc3339(),
         }
     }
+}
+
+/// One metric over a record's outputs, folded with `pick` (min or max): the worst of them.
+fn worst(
+    r: &Record,
+    metric: impl Fn(&OutputMetrics) -> Option<f64>,
+    pick: fn(f64, f64) -> f64,
+) -> Option<f64> {
+    r.accuracy
+        .as_ref()?
+        .outputs
+        .iter()
+        .filter_map(metric)
+        .reduce(pick)
 }
 
 impl Exporter for CsvExporter {

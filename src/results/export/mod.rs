@@ -34,6 +34,24 @@ pub enum ExportFormat {
 }
 
 impl ExportFormat {
+    /// The format a file's extension names: .csv, .json, .xml (JUnit) or .md.
+    pub fn from_path(path: &std::path::Path) -> anyhow::Result<ExportFormat> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("csv") => Ok(ExportFormat::Csv),
+            Some("json") => Ok(ExportFormat::Json),
+            Some("xml") => Ok(ExportFormat::Junit),
+            Some("md" | "markdown") => Ok(ExportFormat::Markdown),
+            _ => anyhow::bail!(
+                "{}: cannot tell the format from the extension\nfix: name the file .csv, .json, .xml (JUnit) or .md, or pass --format",
+                path.display()
+            ),
+        }
+    }
+
     /// The exporter for this format.
     pub fn exporter(self) -> Box<dyn Exporter> {
         match self {

@@ -34,6 +34,12 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run the cells of a matrix spec and record one result per cell.
     Run(RunArgs),
+    /// One model and one cache, trtexec-style, without a spec: run fp32 and the precisions
+    /// asked for, record them, write the report and print the verdict.
+    #[command(
+        after_help = "Examples:\n  calibench check --onnx m.onnx --calib m.cache --int8 --eval val.npz\n  calibench check --onnx ocr.onnx --shapes x:1x3x48x192 --fp16 --backend cuda --device 0\n  calibench check --onnx m.onnx --calib m.cache --best --print-spec > m.toml   # grow it into a matrix"
+    )]
+    Check(OneShotArgs),
     /// Write a run's records as CSV, JSON, JUnit XML or Markdown.
     Export(ExportArgs),
     /// Inspect, compare, convert and describe calibration caches.
@@ -432,10 +438,6 @@ pub struct RunArgs {
     #[command(flatten)]
     pub selection: Selection,
 
-    /// Folder under which the run folder <run-id>/ is made.
-    #[arg(long, short = 'o', value_name = "DIR", default_value = "reports")]
-    pub output: PathBuf,
-
     /// Name of the run folder [default: <matrix name>-<UTC date-time>].
     #[arg(long, value_name = "ID", conflicts_with = "resume")]
     pub run_id: Option<String>,
@@ -452,6 +454,17 @@ pub struct RunArgs {
     /// With --resume: continue even though the matrix spec changed since the run began.
     #[arg(long, requires = "resume")]
     pub force: bool,
+
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+/// How cells are run and measured, shared by `run` and `check`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Folder under which the run folder <run-id>/ is made.
+    #[arg(long, short = 'o', value_name = "DIR", default_value = "reports")]
+    pub output: PathBuf,
 
     /// Warm-up time per cell before timing, in ms [default: the spec's latency.warmup_ms].
     #[arg(long, value_name = "MS")]
@@ -528,6 +541,63 @@ pub struct RunArgs {
     /// (calibench never changes clocks itself).
     #[arg(long)]
     pub lock_clocks: bool,
+
+    /// Absolute tolerance for every model's outputs (Polygraphy's --atol), over the spec's.
+    #[arg(long, value_name = "ATOL")]
+    pub atol: Option<f64>,
+
+    /// Relative tolerance for every model's outputs (Polygraphy's --rtol), over the spec's.
+    #[arg(long, value_name = "RTOL")]
+    pub rtol: Option<f64>,
+}
+
+/// `calibench check`: the one-cell matrix from trtexec/Polygraphy-style flags.
+#[derive(Debug, Args)]
+pub struct OneShotArgs {
+    /// The ONNX model.
+    #[arg(long, value_name = "MODEL.onnx")]
+    pub onnx: PathBuf,
+    /// Its calibration cache (TensorRT format), for --int8 and --best.
+    #[arg(long, value_name = "CACHE")]
+    pub calib: Option<PathBuf>,
+    /// Run an int8 engine (with the cache's scales) beside fp32.
+    #[arg(long)]
+    pub int8: bool,
+    /// Run an fp16 engine beside fp32 (with --int8: `best`, int8 or fp16 per layer).
+    #[arg(long)]
+    pub fp16: bool,
+    /// Run a `best` engine (int8 where the cache covers, else fp16).
+    #[arg(long)]
+    pub best: bool,
+    /// Shapes of inputs with symbolic dimensions: `x:1x3x224x224[,name:dims…]`; axis 0 is the
+    /// batch unless --batch is given.
+    #[arg(long, value_name = "NAME:DIMS", value_parser = calibench::model::onnx::parse_shapes)]
+    pub shapes: Option<calibench::model::onnx::InputShapes>,
+    /// Batch size [default: axis 0 of --shapes, else 1].
+    #[arg(long, value_name = "N")]
+    pub batch: Option<usize>,
+    /// Backend: reference (CPU), onnxruntime (CPU), cuda (GPU) or tensorrt.
+    #[arg(long, default_value = "reference", value_parser = backend_kind)]
+    pub backend: calibench::matrix::BackendKind,
+    /// Device: cpu, a GPU index, a UUID or name~TEXT [default: cpu, or GPU 0 for cuda and
+    /// tensorrt].
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+    /// Evaluation inputs (.npy, .npz by input name, or .pb); without them, latency only.
+    #[arg(long, value_name = "DATA")]
+    pub eval: Option<PathBuf>,
+    /// Reference outputs for --eval (.npy/.npz) [default: computed at fp32 by the reference
+    /// backend].
+    #[arg(long, value_name = "REF")]
+    pub reference: Option<PathBuf>,
+    /// Class labels for --eval (1-D .npy), for top-1 accuracy.
+    #[arg(long, value_name = "LABELS.npy")]
+    pub labels: Option<PathBuf>,
+    /// Print the matrix spec these flags make, and exit (to grow it into a matrix).
+    #[arg(long)]
+    pub print_spec: bool,
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Plan(args) => commands::plan::plan(args),
         Command::Run(args) => commands::run::run(args),
+        Command::Check(args) => commands::check::check(args),
         Command::Export(args) => commands::export::export(args),
         Command::Cache(cmd) => commands::cache::cache(cmd),
         Command::Calibrate(args) => commands::calibrate::calibrate(args),

@@ -515,3 +515,71 @@ fn rerun_builds_no_engine_and_gc_cleans_the_store() {
     assert!(o.status.success());
     assert_eq!(std::fs::read_dir(&store).unwrap().count(), 0);
 }
+
+#[test]
+fn check_runs_one_model_and_cache_without_a_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let digits = |f: &str| repo().join("fixtures/digits").join(f);
+    let check = |cache: &str, extra: &[&str]| {
+        calibench()
+            .args(["check", "--onnx"])
+            .arg(digits("digits_cnn.onnx"))
+            .arg("--calib")
+            .arg(digits(cache))
+            .args(["--int8", "--eval"])
+            .arg(digits("eval_inputs.npy"))
+            .arg("--labels")
+            .arg(digits("eval_labels.npy"))
+            .args([
+                "--no-criterion",
+                "--warmup-ms",
+                "1",
+                "--measurement-ms",
+                "5",
+                "--samples",
+                "3",
+                "-o",
+            ])
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // A good cache: fp32 and int8 run, the verdict says so, record and report are written.
+    let good = check("digits_cnn.minmax.cache", &[]);
+    let err = String::from_utf8_lossy(&good.stderr).into_owned();
+    assert_eq!(good.status.code(), Some(0), "{err}");
+    assert!(err.contains("2 cell(s): 2 ok"), "{err}");
+    assert!(
+        err.contains("verdict: digits_cnn · digits_cnn.minmax on cpu · reference: reuse OK"),
+        "{err}"
+    );
+    let run_dir = PathBuf::from(String::from_utf8(good.stdout).unwrap().trim());
+    assert!(run_dir.join("report.html").is_file());
+    assert_eq!(recorded_keys(&run_dir).len(), 2);
+    // The cache calibrated on unnormalized pixels: recalibrate, exit 1.
+    let bad = check("digits_cnn.unnormalized.cache", &[]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("recalibrate") && err.contains("cosine similarity 0.97"),
+        "{err}"
+    );
+    // --atol/--rtol: Polygraphy's elementwise test at those tolerances, and nothing else.
+    let loose = check("digits_cnn.unnormalized.cache", &["--atol", "10", "--rtol", "10"]);
+    assert_eq!(loose.status.code(), Some(0), "{}", String::from_utf8_lossy(&loose.stderr));
+    // --print-spec prints a spec `plan` accepts: the one-shot grows into a matrix.
+    let spec = check("digits_cnn.minmax.cache", &["--print-spec"]);
+    let path = dir.path().join("grown.toml");
+    std::fs::write(&path, &spec.stdout).unwrap();
+    assert_eq!(plan_keys(&path, &[]).len(), 2);
+    // --int8 without a cache is refused with the fix.
+    let none = calibench()
+        .args(["check", "--onnx"])
+        .arg(digits("digits_cnn.onnx"))
+        .arg("--int8")
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("calibench calibrate -m"));
+}

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod calibrate;
+pub mod check;
 pub mod export;
 pub mod gpus;
 pub mod plan;

@@ -4,7 +4,37 @@ use calibench::matrix::Spec;
 use calibench::runner::{self, RunOptions};
 
 use super::Outcome;
-use crate::cli::RunArgs;
+use crate::cli::{ExecArgs, RunArgs};
+
+/// One line per verdict, coloured by verdict on a terminal.
+fn print_verdicts(v: &serde_json::Value) {
+    use calibench::console::{paint, stderr_colour, Tone};
+    let rows = v["verdicts"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if rows.is_empty() {
+        eprintln!("verdict: none (no cache was run at int8 or best: pass --calib and --int8 to judge one)");
+    }
+    for r in rows {
+        let tone = match r["verdict"].as_str() {
+            Some("reuse_ok") => Tone::Good,
+            Some("recalibrate") => Tone::Bad,
+            _ => Tone::Warn,
+        };
+        let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+        let why: Vec<&str> = r["reasons"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        eprintln!(
+            "verdict: {} · {} on {}: {}  ({}; speed: {})",
+            s("model"),
+            s("cache"),
+            s("target"),
+            paint(&s("label"), tone, stderr_colour()),
+            why.join("; "),
+            s("speed")
+        );
+    }
+}
 
 /// The one command that matters after this run.
 fn next_step(s: &runner::RunSummary, html: &std::path::Path) -> String {
@@ -23,6 +53,51 @@ fn next_step(s: &runner::RunSummary, html: &std::path::Path) -> String {
 
 pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
     let loaded = Spec::load(&args.matrix)?;
+    let which = Which {
+        filter: args.selection.filter(),
+        shard: args.selection.shard,
+        run_id: args.run_id.clone(),
+        resume: args.resume.clone(),
+        retry_failed: args.retry_failed,
+        force: args.force,
+        verdict_lines: false,
+    };
+    execute(loaded, &args.exec, which)
+}
+
+/// Which cells of a spec to run, and into which run folder.
+pub struct Which {
+    pub filter: calibench::matrix::Filter,
+    pub shard: Option<calibench::matrix::Shard>,
+    pub run_id: Option<String>,
+    pub resume: Option<std::path::PathBuf>,
+    pub retry_failed: bool,
+    pub force: bool,
+    /// Print every verdict (for `check`'s few).
+    pub verdict_lines: bool,
+}
+
+/// Runs a loaded spec's cells, writes the run folder's reports and prints the outcome.
+pub fn execute(
+    mut loaded: calibench::matrix::LoadedSpec,
+    args: &ExecArgs,
+    which: Which,
+) -> anyhow::Result<Outcome> {
+    for m in &mut loaded.spec.models {
+        // --atol/--rtol override the spec's tolerances for every output and precision.
+        for t in std::iter::once(&mut m.tolerance.all)
+            .chain(m.tolerance.precision.values_mut())
+            .chain(m.tolerance.outputs.values_mut())
+        {
+            if args.atol.is_some() {
+                t.atol = args.atol;
+            }
+            if args.rtol.is_some() {
+                t.rtol = args.rtol;
+            }
+        }
+    }
+    let which_verdicts = which.verdict_lines;
     let mut latency = loaded.spec.latency;
     if let Some(ms) = args.warmup_ms {
         latency.warmup_ms = ms;
@@ -42,12 +117,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
     }
     let opts = RunOptions {
         output_dir: args.output.clone(),
-        run_id: args.run_id.clone(),
-        resume: args.resume.clone(),
-        retry_failed: args.retry_failed,
-        force: args.force,
-        filter: args.selection.filter(),
-        shard: args.selection.shard,
+        run_id: which.run_id,
+        resume: which.resume,
+        retry_failed: which.retry_failed,
+        force: which.force,
+        filter: which.filter,
+        shard: which.shard,
         latency,
         progress: !args.quiet,
         gpus: None,
@@ -85,6 +160,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
     // The records are on disk already: a report that cannot be written is a warning only.
     let reports = match super::report::write_run_reports(&s.run_dir) {
         Ok(r) => {
+            if which_verdicts {
+                print_verdicts(&r.verdicts);
+            }
             eprintln!("report:  {}", r.html.display());
             eprintln!("summary: {}", r.markdown.display());
             eprintln!("next:    {}", next_step(&s, &r.html));

@@ -150,6 +150,20 @@ fn demo_matrix_runs_and_exports() {
         stderr.contains("report:  ") && stderr.contains("next:    calibench compare"),
         "{stderr}"
     );
+    // Its cache section compares the caches tensor by tensor; the failing cache's ranges are
+    // ~16× the others' (log2 ≈ 4), and its "recalibrate" verdict links there.
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert!(html.contains("id=\"caches-digits-cnn\""), "cache section");
+    assert!(
+        html.contains("href=\"#caches-digits-cnn\">compare this model's caches"),
+        "link from the verdict"
+    );
+    let pair = html
+        .split("<b>unnormalized</b> vs <b>minmax</b>: max |log2| <span class=\"pill bad\">")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no unnormalized vs minmax pair"));
+    let max_log2: f64 = pair.split('<').next().unwrap().parse().unwrap();
+    assert!((3.0..5.0).contains(&max_log2), "max |log2| {max_log2}");
     let summary = std::fs::read_to_string(run_dir.join("summary.md")).unwrap();
     assert!(summary.contains("recalibrate"), "{summary}");
 
@@ -566,8 +580,16 @@ fn check_runs_one_model_and_cache_without_a_spec() {
         "{err}"
     );
     // --atol/--rtol: Polygraphy's elementwise test at those tolerances, and nothing else.
-    let loose = check("digits_cnn.unnormalized.cache", &["--atol", "10", "--rtol", "10"]);
-    assert_eq!(loose.status.code(), Some(0), "{}", String::from_utf8_lossy(&loose.stderr));
+    let loose = check(
+        "digits_cnn.unnormalized.cache",
+        &["--atol", "10", "--rtol", "10"],
+    );
+    assert_eq!(
+        loose.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&loose.stderr)
+    );
     // --print-spec prints a spec `plan` accepts: the one-shot grows into a matrix.
     let spec = check("digits_cnn.minmax.cache", &["--print-spec"]);
     let path = dir.path().join("grown.toml");

@@ -238,9 +238,15 @@ fn hostile_strings_are_escaped_in_the_html_report() {
                 .matches("http://")
                 .all(|_| html.contains("xmlns=\"http://www.w3.org/2000/svg\""))
     );
+    // One inline script of the template's own (sorting), none from the records, no file.
+    assert_eq!(
+        html.matches("<script").count(),
+        1,
+        "only the report's own script"
+    );
     assert!(
-        !html.contains("<script") && !html.contains("<link"),
-        "no scripts or external styles"
+        !html.contains("<script src") && !html.contains("<link"),
+        "no external scripts or styles"
     );
 }
 
@@ -260,6 +266,7 @@ fn html_report_has_every_section() {
         "Release sign-off",
         "Verdicts",
         "Portability matrices",
+        "Caches",
         "Charts",
         "Cells",
         "Environment",
@@ -278,7 +285,7 @@ fn html_report_has_every_section() {
         "a GPU cell shows end-to-end median / p99 beside compute time"
     );
     assert!(
-        html.contains("TensorRT 11: fp32 network") && html.contains("title=\"conv1 fp32\""),
+        html.contains("TensorRT 11: fp32 network") && html.contains("</summary>conv1 fp32"),
         "the build path and the per-layer precisions are shown"
     );
     assert!(
@@ -499,4 +506,96 @@ fn skipped_targets_are_not_measured_and_block_the_sign_off() {
     // Nothing measured at all is never ready either.
     assert!(!sign_off(&analyze(&[])).ready);
     assert!(sign_off(&analyze(&[ok])).ready);
+}
+
+/// A headless Chromium (chromium, chromium-browser or google-chrome on PATH).
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|n| std::env::split_paths(&path).map(move |d| d.join(n)))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn html_report_renders_in_chromium_at_800_px_with_working_links() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var("CALIBENCH_REQUIRE_CHROMIUM").map_or(true, |v| v != "1"),
+            "CALIBENCH_REQUIRE_CHROMIUM=1 but no chromium is on PATH"
+        );
+        eprintln!("skipped: no chromium on PATH (.ci/run installs Debian's chromium)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let html = render_html(
+        &records(),
+        &ReportOptions {
+            title: "layout".into(),
+            sources: vec!["r".into()],
+            sign_off: true,
+            baseline: None,
+        },
+    )
+    .unwrap();
+    let file = dir.path().join("report.html");
+    std::fs::write(&file, &html).unwrap();
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=800,1000",
+            "--virtual-time-budget=2000",
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", file.display()))
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    // The inline script ran (it records the page's width) and the page does not overflow.
+    let width: u32 = dom
+        .split("data-page-width=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no page width in the DOM:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(width <= 800, "the page is {width} px wide at 800 px");
+    // Every in-page link lands on an element of the page.
+    let ids: std::collections::HashSet<&str> = dom
+        .split(" id=\"")
+        .skip(1)
+        .filter_map(|r| r.split('"').next())
+        .collect();
+    let links: Vec<&str> = dom
+        .split("href=\"#")
+        .skip(1)
+        .filter_map(|r| r.split('"').next())
+        .collect();
+    assert!(
+        links.len() > 8,
+        "the table of contents and verdict links: {links:?}"
+    );
+    for l in &links {
+        assert!(ids.contains(l), "link #{l} goes nowhere");
+    }
+    for section in [
+        "verdicts",
+        "portability",
+        "caches",
+        "charts",
+        "cells",
+        "environment",
+    ] {
+        assert!(
+            links.contains(&section),
+            "the table of contents lacks {section}"
+        );
+    }
 }

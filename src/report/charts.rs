@@ -1,5 +1,7 @@
 //! Charts as inline SVG (plotters' SVG backend; text is escaped by plotters): latency by
 //! precision per target, accuracy change against speed-up, and latency percentile ladders.
+//! Legends are HTML below each chart (never over the data), every point carries a tooltip
+//! (an SVG `<title>`), and gate thresholds are drawn as dashed lines.
 
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
@@ -7,7 +9,7 @@ use plotters::prelude::*;
 use super::portability::CellSummary;
 
 const PRECISIONS: [&str; 4] = ["fp32", "fp16", "int8", "best"];
-const SIZE: (u32, u32) = (560, 320);
+const SIZE: (u32, u32) = (640, 360);
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -18,15 +20,6 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
 ];
-
-/// Keeps chart labels short.
-fn short(s: &str, n: usize) -> String {
-    if s.chars().count() > n {
-        format!("{}…", s.chars().take(n).collect::<String>())
-    } else {
-        s.to_string()
-    }
-}
 
 fn finish(svg: String, ok: Result<(), String>) -> String {
     match ok {
@@ -52,21 +45,68 @@ struct Frame<'a> {
     y_desc: &'a str,
 }
 
-/// Draws a frame, lets `draw` add the series, adds the legend when `draw` says there are
-/// labelled series, and returns the SVG (or a note saying why there is none).
+/// What a chart's `draw` reports back: its legend entries and one tooltip per drawn point (in
+/// the order the points were drawn).
+#[derive(Default)]
+struct Drawing {
+    legend: Vec<(String, RGBColor, bool)>,
+    tips: Vec<String>,
+}
+
+/// Adds `tips` as `<title>` elements to the SVG's circles, in order.
+fn with_tooltips(svg: &str, tips: &[String]) -> String {
+    let mut out = String::with_capacity(svg.len() + tips.len() * 64);
+    let mut rest = svg;
+    let mut tips = tips.iter();
+    while let Some(i) = rest.find("<circle") {
+        let Some(end) = rest[i..].find("/>") else {
+            break;
+        };
+        let Some(tip) = tips.next() else { break };
+        out.push_str(&rest[..i + end]);
+        out.push_str("><title>");
+        out.push_str(&tera::escape_html(tip));
+        out.push_str("</title></circle>");
+        rest = &rest[i + end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The legend as HTML: a swatch (line or dot) and the full label of each series.
+fn legend_html(entries: &[(String, RGBColor, bool)]) -> String {
+    if entries.is_empty() {
+        return String::new();
+    }
+    let items: Vec<String> = entries
+        .iter()
+        .map(|(label, RGBColor(r, g, b), dot)| {
+            format!(
+                "<li><span class=\"swatch{}\" style=\"background:rgb({r},{g},{b})\"></span>{}</li>",
+                if *dot { " dot" } else { "" },
+                tera::escape_html(label)
+            )
+        })
+        .collect();
+    format!("<ul class=\"legend\">{}</ul>", items.join(""))
+}
+
+/// Draws a frame, lets `draw` add the series, and returns the SVG with its tooltips and HTML
+/// legend (or a note saying why there is none).
 fn render(
     frame: Frame<'_>,
-    draw: impl FnOnce(&mut Chart<'_, '_>) -> Result<bool, Box<dyn std::error::Error>>,
+    draw: impl FnOnce(&mut Chart<'_, '_>) -> Result<Drawing, Box<dyn std::error::Error>>,
 ) -> String {
     let mut svg = String::new();
+    let mut drawing = Drawing::default();
     let drawn = (|| -> Drawn {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(&frame.caption, ("sans-serif", 15))
-            .margin(10)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
+            .caption(&frame.caption, ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
             .build_cartesian_2d(frame.x.clone(), frame.y.clone())?;
         let category = |x: &f64| {
             frame
@@ -76,6 +116,9 @@ fn render(
                 .map_or(String::new(), |s| s.to_string())
         };
         let mut mesh = chart.configure_mesh();
+        mesh.label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 14))
+            .light_line_style(BLACK.mix(0.05));
         if let Some(c) = frame.categories {
             mesh.x_labels(c.len()).x_label_formatter(&category);
         }
@@ -83,19 +126,19 @@ fn render(
             mesh.x_desc(frame.x_desc);
         }
         mesh.y_desc(frame.y_desc).draw()?;
-        if draw(&mut chart)? {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 11))
-                .draw()?;
-        }
+        drawing = draw(&mut chart)?;
         root.present()?;
         Ok(())
     })()
     .map_err(|e| e.to_string());
-    finish(svg, drawn)
+    match drawn {
+        Ok(()) => format!(
+            "{}{}",
+            with_tooltips(&svg, &drawing.tips),
+            legend_html(&drawing.legend)
+        ),
+        Err(e) => finish(String::new(), Err(e)),
+    }
 }
 
 /// Median latency (ms) at each precision, one line per model × cache × target (batch = the
@@ -132,15 +175,7 @@ pub fn latency_by_precision(cells: &[CellSummary]) -> String {
             })
             .collect();
         if !points.is_empty() {
-            series.push((
-                format!(
-                    "{} · {} · {}",
-                    short(&model, 16),
-                    short(&cache, 16),
-                    short(&target, 28)
-                ),
-                points,
-            ));
+            series.push((format!("{model} · {cache} · {target}"), points));
         }
     }
     let ymax = series
@@ -157,16 +192,19 @@ pub fn latency_by_precision(cells: &[CellSummary]) -> String {
         y_desc: "ms",
     };
     render(frame, |chart| {
+        let mut d = Drawing::default();
         for (i, (label, points)) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)).point_size(3))?
-                .label(label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
-                });
+            chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?;
+            chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+            d.tips.extend(
+                points
+                    .iter()
+                    .map(|(x, y)| format!("{label}: {} {y:.4} ms", PRECISIONS[*x as usize])),
+            );
+            d.legend.push((label.clone(), color, false));
         }
-        Ok(!series.is_empty())
+        Ok(d)
     })
 }
 
@@ -175,8 +213,15 @@ pub fn accuracy_vs_speedup(cells: &[CellSummary]) -> String {
     let points: Vec<(&CellSummary, f64, f64)> = cells
         .iter()
         .filter_map(|c| Some((c, c.speedup_vs_fp16?, c.delta_top1_vs_fp32?)))
-        .filter(|(c, _, _)| c.cache != "-")
+        // The reference backend simulates fp16 and int8: its "speed-ups" mean nothing.
+        .filter(|(c, _, _)| c.cache != "-" && c.backend != "reference")
         .collect();
+    // The strictest top-1 gate among the cells, drawn as a line.
+    let gate = points
+        .iter()
+        .filter_map(|(c, _, _)| c.thresholds.max_top1_drop)
+        .fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.min(g))))
+        .map(|g| -g * 100.0);
     let mut targets: Vec<&str> = points.iter().map(|(c, _, _)| c.target.as_str()).collect();
     targets.sort();
     targets.dedup();
@@ -198,7 +243,10 @@ pub fn accuracy_vs_speedup(cells: &[CellSummary]) -> String {
     let (ymin, ymax) = if points.is_empty() {
         (-1.0, 1.0)
     } else {
-        (ymin.min(0.0) - 0.5, ymax.max(0.0) + 0.5)
+        (
+            ymin.min(gate.unwrap_or(0.0)).min(0.0) - 0.5,
+            ymax.max(0.0) + 0.5,
+        )
     };
     let frame = Frame {
         caption: "accuracy change vs speed-up (int8/best cells)".into(),
@@ -209,6 +257,7 @@ pub fn accuracy_vs_speedup(cells: &[CellSummary]) -> String {
         y_desc: "top-1 vs fp32 (points)",
     };
     render(frame, |chart| {
+        let mut d = Drawing::default();
         chart.draw_series(LineSeries::new(
             vec![(xmin, 0.0), (xmax, 0.0)],
             BLACK.mix(0.4),
@@ -217,29 +266,63 @@ pub fn accuracy_vs_speedup(cells: &[CellSummary]) -> String {
             vec![(1.0, ymin), (1.0, ymax)],
             BLACK.mix(0.4),
         ))?;
+        if let Some(g) = gate {
+            chart.draw_series(DashedLineSeries::new(
+                vec![(xmin, g), (xmax, g)],
+                6,
+                4,
+                PALETTE[3].stroke_width(2),
+            ))?;
+            d.legend.push((
+                format!("accuracy gate: top-1 drop ≤ {:.2} points", -g),
+                PALETTE[3],
+                false,
+            ));
+        }
         for (i, t) in targets.iter().enumerate().take(PALETTE.len()) {
             let color = PALETTE[i];
-            let mine: Vec<(f64, f64)> = points
-                .iter()
-                .filter(|(c, _, _)| c.target == *t)
-                .map(|(_, x, y)| (*x, *y))
-                .collect();
-            chart
-                .draw_series(mine.into_iter().map(|p| Circle::new(p, 4, color.filled())))?
-                .label(short(t, 40))
-                .legend(move |(x, y)| Circle::new((x + 6, y), 4, color.filled()));
+            let mine: Vec<&(&CellSummary, f64, f64)> =
+                points.iter().filter(|(c, _, _)| c.target == *t).collect();
+            chart.draw_series(
+                mine.iter()
+                    .map(|(_, x, y)| Circle::new((*x, *y), 5, color.filled())),
+            )?;
+            d.tips.extend(mine.iter().map(|(c, x, y)| {
+                format!(
+                    "{}: {x:.2}× fp16 speed, top-1 {y:+.2} points vs fp32",
+                    c.key
+                )
+            }));
+            d.legend.push((t.to_string(), color, true));
         }
-        Ok(!targets.is_empty())
+        Ok(d)
     })
 }
 
 /// Latency percentile ladders (min, p50, p90, p95, p99, max) of up to eight cells.
 pub fn latency_distribution(cells: &[CellSummary]) -> String {
-    let ladders: Vec<(&CellSummary, [f64; 6])> = cells
-        .iter()
-        .filter_map(|c| Some((c, c.ladder_ms?)))
-        .take(PALETTE.len())
-        .collect();
+    // Every model gets its turn: cells are taken round-robin over models.
+    let mut by_model: std::collections::BTreeMap<&str, Vec<(&CellSummary, [f64; 6])>> =
+        Default::default();
+    for c in cells {
+        if let Some(l) = c.ladder_ms {
+            by_model.entry(c.model.as_str()).or_default().push((c, l));
+        }
+    }
+    let mut ladders: Vec<(&CellSummary, [f64; 6])> = Vec::new();
+    for round in 0.. {
+        let before = ladders.len();
+        for v in by_model.values() {
+            if let Some(x) = v.get(round) {
+                if ladders.len() < PALETTE.len() {
+                    ladders.push(*x);
+                }
+            }
+        }
+        if ladders.len() == before || ladders.len() >= PALETTE.len() {
+            break;
+        }
+    }
     let ymax = ladders.iter().map(|(_, l)| l[4]).fold(0.0, f64::max) * 1.2;
     let labels = ["min", "p50", "p90", "p95", "p99"];
     let frame = Frame {
@@ -251,6 +334,7 @@ pub fn latency_distribution(cells: &[CellSummary]) -> String {
         y_desc: "ms",
     };
     render(frame, |chart| {
+        let mut d = Drawing::default();
         for (i, (c, l)) in ladders.iter().enumerate() {
             let color = PALETTE[i];
             let pts: Vec<(f64, f64)> = l[..5]
@@ -258,16 +342,40 @@ pub fn latency_distribution(cells: &[CellSummary]) -> String {
                 .enumerate()
                 .map(|(k, v)| (k as f64, *v))
                 .collect();
-            chart
-                .draw_series(LineSeries::new(pts, color.stroke_width(2)).point_size(3))?
-                .label(short(
-                    &format!("{} {} {}", c.model, c.precision, c.cache),
-                    40,
-                ))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
-                });
+            chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
+            chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+            d.tips.extend(
+                pts.iter()
+                    .map(|(k, v)| format!("{}: {} {v:.4} ms", c.key, labels[*k as usize])),
+            );
+            d.legend.push((c.key.clone(), color, false));
         }
-        Ok(!ladders.is_empty())
+        Ok(d)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_point_gets_its_tooltip_escaped() {
+        let svg = r#"<svg><circle cx="1" cy="2" r="4"/><line/><circle cx="3" cy="4" r="4"/></svg>"#;
+        let out = with_tooltips(svg, &["a <b>".to_string(), "c".to_string()]);
+        assert_eq!(
+            out,
+            r#"<svg><circle cx="1" cy="2" r="4"><title>a &lt;b&gt;</title></circle><line/><circle cx="3" cy="4" r="4"><title>c</title></circle></svg>"#
+        );
+    }
+
+    #[test]
+    fn legends_are_html_beside_the_chart() {
+        let html = legend_html(&[("m · c · cpu".into(), PALETTE[0], true)]);
+        assert!(html.starts_with("<ul class=\"legend\">"), "{html}");
+        assert!(
+            html.contains("swatch dot") && html.contains("rgb(31,119,180)"),
+            "{html}"
+        );
+        assert_eq!(legend_html(&[]), "");
+    }
 }

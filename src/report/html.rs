@@ -29,12 +29,70 @@ pub struct ReportOptions<'a> {
     pub baseline: Option<&'a BaselineReport>,
 }
 
+/// An HTML id from any text: lowercase letters, digits, `-` and `_`; the rest become `-`.
+pub fn slug(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+fn cell_anchor(key: &str) -> String {
+    format!("cell-{}", slug(key))
+}
+
+fn verdict_anchor(model: &str, cache: &str, target: &str) -> String {
+    format!("v-{}", slug(&format!("{model}/{cache}/{target}")))
+}
+
+/// Telemetry over a GPU cell's measurement, as one line: median (min–max) of each quantity.
+fn telemetry_text(t: &crate::results::schema::Telemetry) -> String {
+    let stat = |label: &str, s: Option<crate::results::schema::Stat>, unit: &str| {
+        s.map(|s| format!("{label} {:.0}{unit} ({:.0}–{:.0})", s.median, s.min, s.max))
+    };
+    let mut parts: Vec<String> = [
+        stat("SM clock", t.sm_clock_mhz, " MHz"),
+        stat("memory clock", t.mem_clock_mhz, " MHz"),
+        stat("power", t.power_w, " W"),
+        stat("temperature", t.temperature_c, " °C"),
+        stat("utilization", t.utilization_pct, " %"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    parts.push(if t.reasons.is_empty() {
+        "no clock-event (throttle) reasons".to_string()
+    } else {
+        format!("clock-event reasons: {}", t.reasons.join(", "))
+    });
+    format!(
+        "{} samples every {:.0} ms: {}",
+        t.samples,
+        t.period_ms,
+        parts.join(" · ")
+    )
+}
+
 fn num(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |v| format!("{v:.digits$}"))
 }
 
-fn cell_view(c: &CellSummary) -> serde_json::Value {
+fn cell_view(c: &CellSummary, records: &[Record]) -> serde_json::Value {
+    let telemetry = records
+        .iter()
+        .find(|r| r.key == c.key)
+        .and_then(|r| r.telemetry.as_ref())
+        .map(telemetry_text)
+        .unwrap_or_default();
     json!({
+        "anchor": cell_anchor(&c.key),
+        "verdict_anchor": if c.cache == "-" { String::new() } else { verdict_anchor(&c.model, &c.cache, &c.target) },
+        "telemetry": telemetry,
         "key": c.key, "model": c.model, "cache": c.cache, "origin": c.origin.clone().unwrap_or_default(),
         "target": c.target, "precision": c.precision, "batch": c.batch, "status": c.status,
         "error": c.error.clone().unwrap_or_default(), "error_phase": c.error_phase.clone().unwrap_or_default(),
@@ -117,12 +175,34 @@ pub fn render_html(records: &[Record], opts: &ReportOptions<'_>) -> anyhow::Resu
     ctx.insert("ok", &count(records, Status::Ok));
     ctx.insert("failed", &count(records, Status::Failed));
     ctx.insert("skipped", &count(records, Status::Skipped));
-    ctx.insert("verdicts", &analysis.verdicts);
+    let verdicts: Vec<serde_json::Value> = analysis
+        .verdicts
+        .iter()
+        .map(|v| {
+            let cells: Vec<serde_json::Value> = analysis
+                .cells
+                .iter()
+                .filter(|c| c.model == v.model && c.cache == v.cache && c.target == v.target)
+                .map(|c| json!({ "anchor": cell_anchor(&c.key), "label": format!("{} b{}", c.precision, c.batch), "status": c.status }))
+                .collect();
+            let mut row = serde_json::to_value(v).unwrap_or_default();
+            row["anchor"] = json!(verdict_anchor(&v.model, &v.cache, &v.target));
+            row["cache_anchor"] = json!(super::caches::anchor(&v.model));
+            row["cells"] = json!(cells);
+            row
+        })
+        .collect();
+    ctx.insert("verdicts", &verdicts);
+    ctx.insert("cache_sections", &super::caches::cache_sections(records));
     ctx.insert("verdict_counts", &verdict_counts(&analysis));
     ctx.insert("matrices", &analysis.matrices);
     ctx.insert(
         "cells",
-        &analysis.cells.iter().map(cell_view).collect::<Vec<_>>(),
+        &analysis
+            .cells
+            .iter()
+            .map(|c| cell_view(c, records))
+            .collect::<Vec<_>>(),
     );
     ctx.insert(
         "chart_latency",

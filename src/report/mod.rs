@@ -2,6 +2,7 @@
 //! gate. This module reads records only.
 
 pub mod baseline;
+pub mod caches;
 pub mod charts;
 pub mod html;
 pub mod json;

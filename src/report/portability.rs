@@ -147,6 +147,53 @@ pub struct MatrixCell {
     pub speedup: String,
     /// CSS class.
     pub speedup_class: &'static str,
+    /// Whether this target is the GPU (or CPU) the cache was calibrated on.
+    pub origin: bool,
+    /// Against the origin target's cell of the same cache: "top-1 −0.25 pt · cos −0.0004".
+    pub vs_origin: String,
+    /// The worst top-1 change against fp32 (points), for the comparison.
+    #[serde(skip)]
+    pub worst_delta: Option<f64>,
+    /// The lowest cosine similarity, for the comparison.
+    #[serde(skip)]
+    pub min_cosine: Option<f64>,
+}
+
+/// Whether a target label ("NVIDIA H200 (GPU-bb8f1657) · cuda", "cpu · reference") is the
+/// device a cache's origin ("NVIDIA H200 (GPU-bb8f1657-2c72-…, driver …)", "cpu (…)") names.
+pub fn is_origin(origin: &str, target: &str) -> bool {
+    let device = target.split(" · ").next().unwrap_or(target);
+    match device.find("(GPU-").or_else(|| device.find("(MIG-")) {
+        Some(i) => {
+            let uuid = device[i + 1..].trim_end_matches(')');
+            uuid.len() >= 12 && origin.contains(uuid)
+        }
+        None => device == "cpu" && origin.starts_with("cpu"),
+    }
+}
+
+/// Fills each row's `origin` and `vs_origin` from the origin target's cell.
+fn mark_origin(targets: &[&str], row: &mut MatrixRow) {
+    let Some(o) = targets.iter().position(|t| is_origin(&row.origin, t)) else {
+        return;
+    };
+    let (d0, c0) = (row.cells[o].worst_delta, row.cells[o].min_cosine);
+    for (i, c) in row.cells.iter_mut().enumerate() {
+        if i == o {
+            c.origin = true;
+            continue;
+        }
+        let mut parts = Vec::new();
+        if let (Some(d), Some(d0)) = (c.worst_delta, d0) {
+            parts.push(format!("top-1 {:+.2} pt", d - d0));
+        }
+        if let (Some(cos), Some(c0)) = (c.min_cosine, c0) {
+            parts.push(format!("cos {:+.4}", cos - c0));
+        }
+        if !parts.is_empty() {
+            c.vs_origin = format!("vs origin: {}", parts.join(" · "));
+        }
+    }
 }
 
 /// A row of a portability matrix: one cache.
@@ -652,11 +699,13 @@ fn matrices(cells: &[CellSummary]) -> Vec<PortabilityMatrix> {
                         matrix_cell(&mine)
                     })
                     .collect();
-                MatrixRow {
+                let mut row = MatrixRow {
                     cache: cache.to_string(),
                     origin,
                     cells,
-                }
+                };
+                mark_origin(&targets.iter().copied().collect::<Vec<_>>(), &mut row);
+                row
             })
             .collect();
         out.push(PortabilityMatrix {
@@ -682,6 +731,10 @@ fn matrix_cell(all: &[&CellSummary]) -> MatrixCell {
             accuracy_class: "none",
             speedup: "-".into(),
             speedup_class: "none",
+            origin: false,
+            vs_origin: String::new(),
+            worst_delta: None,
+            min_cosine: None,
         };
     }
     let failed = cells.iter().any(|c| c.status == "failed");
@@ -739,5 +792,28 @@ fn matrix_cell(all: &[&CellSummary]) -> MatrixCell {
         accuracy_class,
         speedup,
         speedup_class,
+        origin: false,
+        vs_origin: String::new(),
+        worst_delta,
+        min_cosine: min_cos,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_origin;
+
+    #[test]
+    fn the_origin_column_is_found_by_uuid_or_cpu() {
+        let h200 = "NVIDIA H200 (GPU-bb8f1657-2c72-57ce-c98b-0da4990715b9, driver 580.159.04)";
+        assert!(is_origin(h200, "NVIDIA H200 (GPU-bb8f1657) · cuda"));
+        assert!(!is_origin(h200, "NVIDIA H200 (GPU-0c1d2e3f) · cuda"));
+        assert!(!is_origin(h200, "cpu · reference"));
+        assert!(is_origin("cpu (reference backend)", "cpu · reference"));
+        assert!(!is_origin(
+            "cpu (reference backend)",
+            "NVIDIA L4 (GPU-bb8f1657) · cuda"
+        ));
+        assert!(!is_origin("origin unknown", "cpu · reference"));
     }
 }

@@ -18,16 +18,7 @@ fn id_of(path: &Path, fallback: &str) -> String {
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or(fallback);
-    let id: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let id = calibench::matrix::spec::to_id_chars(stem, '-');
     if id.is_empty() {
         fallback.to_string()
     } else {

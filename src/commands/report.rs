@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use calibench::report::{
-    compare as compare_runs, render_html, render_markdown, verdicts_json, ReportOptions,
+    compare as compare_runs, render_html, render_markdown, verdicts_json, verdicts_json_of,
+    ReportOptions,
 };
 use calibench::results::merge::{merge_records, write_merged};
 use calibench::results::Record;
@@ -34,6 +35,8 @@ pub struct RunReports {
     pub markdown: PathBuf,
     /// The verdicts, as `report --json` prints them.
     pub verdicts: serde_json::Value,
+    /// The verdict rows, worst first.
+    pub rows: Vec<calibench::report::portability::VerdictRow>,
 }
 
 /// Writes `report.html` and `summary.md` into a run folder (at the end of `run`, also after
@@ -53,10 +56,12 @@ pub fn write_run_reports(run_dir: &Path) -> anyhow::Result<RunReports> {
         .with_context(|| format!("cannot write {}", html.display()))?;
     std::fs::write(&markdown, render_markdown(&records, &opts))
         .with_context(|| format!("cannot write {}", markdown.display()))?;
+    let analysis = calibench::report::analyze(&records);
     Ok(RunReports {
         html,
         markdown,
-        verdicts: verdicts_json(&records),
+        verdicts: verdicts_json_of(&records, &analysis),
+        rows: analysis.verdicts,
     })
 }
 

@@ -7,31 +7,26 @@ use super::Outcome;
 use crate::cli::{ExecArgs, RunArgs};
 
 /// One line per verdict, coloured by verdict on a terminal.
-fn print_verdicts(v: &serde_json::Value) {
+fn print_verdicts(rows: &[calibench::report::portability::VerdictRow]) {
     use calibench::console::{paint, stderr_colour, Tone};
-    let rows = v["verdicts"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    use calibench::report::Verdict;
     if rows.is_empty() {
         eprintln!("verdict: none (no cache was run at int8 or best: pass --calib and --int8 to judge one)");
     }
     for r in rows {
-        let tone = match r["verdict"].as_str() {
-            Some("reuse_ok") => Tone::Good,
-            Some("recalibrate") => Tone::Bad,
-            _ => Tone::Warn,
+        let tone = match r.verdict {
+            Verdict::ReuseOk => Tone::Good,
+            Verdict::Recalibrate => Tone::Bad,
+            Verdict::ReuseWithCaution | Verdict::NotMeasured => Tone::Warn,
         };
-        let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
-        let why: Vec<&str> = r["reasons"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
-            .unwrap_or_default();
         eprintln!(
             "verdict: {} · {} on {}: {}  ({}; speed: {})",
-            s("model"),
-            s("cache"),
-            s("target"),
-            paint(&s("label"), tone, stderr_colour()),
-            why.join("; "),
-            s("speed")
+            r.model,
+            r.cache,
+            r.target,
+            paint(r.label, tone, stderr_colour()),
+            r.reasons.join("; "),
+            r.speed
         );
     }
 }
@@ -161,7 +156,7 @@ pub fn execute(
     let reports = match super::report::write_run_reports(&s.run_dir) {
         Ok(r) => {
             if which_verdicts {
-                print_verdicts(&r.verdicts);
+                print_verdicts(&r.rows);
             }
             eprintln!("report:  {}", r.html.display());
             eprintln!("summary: {}", r.markdown.display());

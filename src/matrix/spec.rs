@@ -673,13 +673,22 @@ const ID_FIX: &str =
 const DEVICE_FIX: &str =
     "use \"cpu\", \"all\", a GPU index such as \"0\", a UUID such as \"GPU-3f…\", or \"name~H100\"";
 
+/// Whether ids take this character: letters, digits, `.`, `_` and `-`.
+pub fn id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// `text` with every character ids do not take replaced by `with`.
+pub fn to_id_chars(text: &str, with: char) -> String {
+    text.chars()
+        .map(|c| if id_char(c) { c } else { with })
+        .collect()
+}
+
 fn id_problem(id: &str) -> Option<&'static str> {
     if id.is_empty() {
         Some("is empty")
-    } else if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
+    } else if !id.chars().all(id_char) {
         Some("has characters other than letters, digits, '.', '_' and '-'")
     } else {
         None

@@ -147,16 +147,7 @@ fn run_criterion<T: IterationTimer>(
 /// long keys keep their start and end in a hash of the whole key.
 pub fn criterion_id(key: &str) -> String {
     const MAX: usize = 64;
-    let safe: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = crate::matrix::spec::to_id_chars(key, '_');
     if safe.len() <= MAX {
         return safe;
     }

@@ -82,10 +82,9 @@ fn num(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |v| format!("{v:.digits$}"))
 }
 
-fn cell_view(c: &CellSummary, records: &[Record]) -> serde_json::Value {
-    let telemetry = records
-        .iter()
-        .find(|r| r.key == c.key)
+fn cell_view(c: &CellSummary, by_key: &BTreeMap<&str, &Record>) -> serde_json::Value {
+    let telemetry = by_key
+        .get(c.key.as_str())
         .and_then(|r| r.telemetry.as_ref())
         .map(telemetry_text)
         .unwrap_or_default();
@@ -196,14 +195,14 @@ pub fn render_html(records: &[Record], opts: &ReportOptions<'_>) -> anyhow::Resu
     ctx.insert("cache_sections", &super::caches::cache_sections(records));
     ctx.insert("verdict_counts", &verdict_counts(&analysis));
     ctx.insert("matrices", &analysis.matrices);
-    ctx.insert(
-        "cells",
-        &analysis
+    ctx.insert("cells", &{
+        let by_key: BTreeMap<&str, &Record> = records.iter().map(|r| (r.key.as_str(), r)).collect();
+        analysis
             .cells
             .iter()
-            .map(|c| cell_view(c, records))
-            .collect::<Vec<_>>(),
-    );
+            .map(|c| cell_view(c, &by_key))
+            .collect::<Vec<_>>()
+    });
     ctx.insert(
         "chart_latency",
         &charts::latency_by_precision(&analysis.cells),

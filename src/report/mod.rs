@@ -10,5 +10,5 @@ pub mod portability;
 
 pub use baseline::{compare, BaselineReport, Thresholds};
 pub use html::{render_html, render_markdown, ReportOptions};
-pub use json::verdicts_json;
+pub use json::{verdicts_json, verdicts_json_of};
 pub use portability::{analyze, Analysis, Verdict};

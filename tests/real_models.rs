@@ -257,7 +257,8 @@ fn the_ocr_classifier_runs_with_its_input_shape_and_tracts_int8_softmax_defect_i
         let r: serde_json::Value = serde_json::from_str(line).unwrap();
         if r["status"] == "failed" {
             let msg = r["error"]["message"].as_str().unwrap();
-            assert_eq!(r["error"]["phase"], "build");
+            // A refusal of the engine, not a verdict on the cache: "not measured".
+            assert_eq!(r["error"]["phase"], "unsupported");
             assert!(
                 msg.contains("save_infer_model/scale_0") || msg.contains("Softmax"),
                 "{msg}"
@@ -265,4 +266,16 @@ fn the_ocr_classifier_runs_with_its_input_shape_and_tracts_int8_softmax_defect_i
             assert!(msg.contains("run this cell on onnxruntime"), "{msg}");
         }
     }
+    // The refusal says nothing about the cache: its verdict is "not measured", never
+    // "recalibrate" (which it was while the refusal counted as a failed build).
+    let report = calibench(&[
+        "report",
+        dir_out.to_str().unwrap(),
+        "--json",
+        "-o",
+        dir.path().join("r.md").to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(v["verdict_counts"]["not_measured"], 1, "{v}");
+    assert_eq!(v["verdict_counts"]["recalibrate"], 0, "{v}");
 }

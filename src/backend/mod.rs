@@ -58,6 +58,10 @@ pub enum BackendError {
         /// What the user can do.
         fix: String,
     },
+    /// The backend cannot run this model as written (an operator, shape or pattern it does
+    /// not support, or computes wrongly): the cell says nothing about the cache.
+    #[error("{0}")]
+    Unsupported(String),
     /// Building the engine failed.
     #[error("{0}")]
     Build(String),

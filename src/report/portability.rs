@@ -386,11 +386,15 @@ pub fn analyze(records: &[Record]) -> Analysis {
     }
 }
 
-/// Whether a record was planned but not measured: skipped, or failed before anything was
-/// built (backend, GPU or data unavailable). Such a cell says nothing about the cache.
+/// Whether a record was planned but not measured: skipped, failed before anything was built
+/// (backend, GPU or data unavailable), or refused by a backend that cannot run the model
+/// (`unsupported`). Such a cell says nothing about the cache.
 fn not_measured(r: &Record) -> bool {
     r.status == Status::Skipped
-        || (r.status == Status::Failed && r.error.as_ref().is_some_and(|e| e.phase == "setup"))
+        || (r.status == Status::Failed
+            && r.error
+                .as_ref()
+                .is_some_and(|e| e.phase == "setup" || e.phase == "unsupported"))
 }
 
 /// The smallest and largest speed-up over fp16 of real (not simulated) cells.

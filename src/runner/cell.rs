@@ -232,10 +232,16 @@ pub fn run_cell(ctx: &CellContext<'_>, input: CellInputs<'_>) -> Record {
     let mut engine = match stored.map(Ok).unwrap_or_else(|| backend.build(&request)) {
         Ok(e) => e,
         Err(e) => {
+            // A backend that cannot run the model says nothing about the cache: "unsupported"
+            // cells are not measured, where a failed build (e.g. a rejected cache) is a verdict.
+            let phase = match e {
+                BackendError::Unsupported(_) => "unsupported",
+                _ => "build",
+            };
             return fail(
-                "build",
+                phase,
                 format!("model {:?} ({}): {e}", cell.model, model.path),
-            )
+            );
         }
     };
     if let (false, Some(store), Some(bytes)) = (cached, &ctx.engine_store, engine.serialize()) {

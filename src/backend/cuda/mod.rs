@@ -52,6 +52,11 @@ fn build_err(e: impl std::fmt::Display) -> BackendError {
     BackendError::Build(e.to_string())
 }
 
+/// The planner's refusals: what the cuda backend does not run (operators, shapes, patterns).
+fn unsupported(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Unsupported(e.to_string())
+}
+
 fn infer_err(e: impl std::fmt::Display) -> BackendError {
     BackendError::Infer(e.to_string())
 }
@@ -116,7 +121,7 @@ pub fn fp32_engine(
 ) -> Result<Box<dyn Engine>, BackendError> {
     let ctx = context_for_ordinal(ordinal)?;
     let pplan = precision::plan(model, Precision::Fp32, None);
-    let plan = Plan::from_model(model, batch, &pplan).map_err(build_err)?;
+    let plan = Plan::from_model(model, batch, &pplan).map_err(unsupported)?;
     engine_for(&ctx, Precision::Fp32, plan, Vec::new())
 }
 
@@ -163,7 +168,7 @@ fn engine_plan(
         .map_err(build_err)?;
     let pplan = precision::plan(model, precision, cache.as_ref());
     let diagnostics = super::reference::plan_diagnostics(&pplan);
-    let plan = Plan::from_model(model, batch, &pplan).map_err(build_err)?;
+    let plan = Plan::from_model(model, batch, &pplan).map_err(unsupported)?;
     Ok((plan, diagnostics))
 }
 

@@ -267,6 +267,7 @@ fn html_report_has_every_section() {
         "Verdicts",
         "Portability matrices",
         "Caches",
+        "Layers",
         "Charts",
         "Cells",
         "Environment",

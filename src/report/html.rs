@@ -193,6 +193,10 @@ pub fn render_html(records: &[Record], opts: &ReportOptions<'_>) -> anyhow::Resu
         .collect();
     ctx.insert("verdicts", &verdicts);
     ctx.insert("cache_sections", &super::caches::cache_sections(records));
+    ctx.insert(
+        "layer_comparisons",
+        &super::layers::layer_comparisons(records),
+    );
     ctx.insert("verdict_counts", &verdict_counts(&analysis));
     ctx.insert("matrices", &analysis.matrices);
     ctx.insert("cells", &{

@@ -6,6 +6,7 @@ pub mod caches;
 pub mod charts;
 pub mod html;
 pub mod json;
+pub mod layers;
 pub mod portability;
 
 pub use baseline::{compare, BaselineReport, Thresholds};

@@ -4,13 +4,15 @@
 //! (an SVG `<title>`), and gate thresholds are drawn as dashed lines.
 
 use plotters::coord::types::RangedCoordf64;
+use std::collections::BTreeMap;
+
 use plotters::prelude::*;
 
 use super::portability::CellSummary;
 
 const PRECISIONS: [&str; 4] = ["fp32", "fp16", "int8", "best"];
 const SIZE: (u32, u32) = (640, 360);
-const PALETTE: [RGBColor; 8] = [
+const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -19,6 +21,8 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 fn finish(svg: String, ok: Result<(), String>) -> String {
@@ -41,6 +45,8 @@ struct Frame<'a> {
     y: std::ops::Range<f64>,
     /// Names of the integer x positions (a categorical axis), if any.
     categories: Option<&'a [&'a str]>,
+    /// The x axis holds log2 values, labelled as powers of two (batch sizes).
+    log2_x: bool,
     x_desc: &'a str,
     y_desc: &'a str,
 }
@@ -119,8 +125,18 @@ fn render(
         mesh.label_style(("sans-serif", 13))
             .axis_desc_style(("sans-serif", 14))
             .light_line_style(BLACK.mix(0.05));
+        let pow2 = |x: &f64| {
+            if (x - x.round()).abs() < 1e-6 {
+                format!("{}", x.round().exp2())
+            } else {
+                String::new()
+            }
+        };
         if let Some(c) = frame.categories {
             mesh.x_labels(c.len()).x_label_formatter(&category);
+        } else if frame.log2_x {
+            let span = (frame.x.end - frame.x.start).ceil() as usize;
+            mesh.x_labels(span + 1).x_label_formatter(&pow2);
         }
         if !frame.x_desc.is_empty() {
             mesh.x_desc(frame.x_desc);
@@ -188,6 +204,7 @@ pub fn latency_by_precision(cells: &[CellSummary]) -> String {
         x: -0.3..3.3,
         y: 0.0..ymax.max(1e-6),
         categories: Some(&PRECISIONS),
+        log2_x: false,
         x_desc: "",
         y_desc: "ms",
     };
@@ -253,6 +270,7 @@ pub fn accuracy_vs_speedup(cells: &[CellSummary]) -> String {
         x: xmin..xmax,
         y: ymin..ymax,
         categories: None,
+        log2_x: false,
         x_desc: "speed-up over fp16 (×)",
         y_desc: "top-1 vs fp32 (points)",
     };
@@ -299,59 +317,149 @@ pub fn accuracy_vs_speedup(cells: &[CellSummary]) -> String {
     })
 }
 
-/// Latency percentile ladders (min, p50, p90, p95, p99, max) of up to eight cells.
-pub fn latency_distribution(cells: &[CellSummary]) -> String {
-    // Every model gets its turn: cells are taken round-robin over models.
-    let mut by_model: std::collections::BTreeMap<&str, Vec<(&CellSummary, [f64; 6])>> =
-        Default::default();
-    for c in cells {
-        if let Some(l) = c.ladder_ms {
-            by_model.entry(c.model.as_str()).or_default().push((c, l));
-        }
+/// Percentiles a latency ladder (min, p50, p90, p95, p99, max) stands for.
+const LADDER_PCT: [f64; 6] = [0.0, 50.0, 90.0, 95.0, 99.0, 100.0];
+
+/// Per model, the latency CDF of its cells at the smallest batch (from each cell's recorded
+/// percentiles: min, p50, p90, p95, p99, max), up to ten cells, taken round-robin over targets.
+pub fn latency_cdfs(cells: &[CellSummary]) -> Vec<String> {
+    let mut by_model: BTreeMap<&str, Vec<&CellSummary>> = BTreeMap::new();
+    for c in cells.iter().filter(|c| c.ladder_ms.is_some()) {
+        by_model.entry(c.model.as_str()).or_default().push(c);
     }
-    let mut ladders: Vec<(&CellSummary, [f64; 6])> = Vec::new();
-    for round in 0.. {
-        let before = ladders.len();
-        for v in by_model.values() {
-            if let Some(x) = v.get(round) {
-                if ladders.len() < PALETTE.len() {
-                    ladders.push(*x);
+    by_model
+        .into_iter()
+        .map(|(model, mine)| {
+            let batch = mine.iter().map(|c| c.batch).min().unwrap_or(1);
+            let mut by_target: BTreeMap<&str, Vec<&CellSummary>> = BTreeMap::new();
+            for c in mine.into_iter().filter(|c| c.batch == batch) {
+                by_target.entry(c.target.as_str()).or_default().push(c);
+            }
+            let chosen = round_robin(by_target.into_values().collect(), PALETTE.len());
+            let xmax = chosen
+                .iter()
+                .filter_map(|c| c.ladder_ms.map(|l| l[5]))
+                .fold(0.0, f64::max)
+                * 1.05;
+            let frame = Frame {
+                caption: format!("latency CDF — {model} (batch {batch})"),
+                x: 0.0..xmax.max(1e-6),
+                y: 0.0..100.0,
+                categories: None,
+                log2_x: false,
+                x_desc: "latency (ms)",
+                y_desc: "percentile",
+            };
+            render(frame, |chart| {
+                let mut d = Drawing::default();
+                for (i, c) in chosen.iter().enumerate() {
+                    let color = PALETTE[i % PALETTE.len()];
+                    let l = c.ladder_ms.expect("filtered above");
+                    let pts: Vec<(f64, f64)> = l.iter().copied().zip(LADDER_PCT).collect();
+                    chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
+                    chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+                    d.tips.extend(
+                        pts.iter()
+                            .map(|(ms, pct)| format!("{}: p{pct:.0} {ms:.4} ms", c.key)),
+                    );
+                    d.legend.push((c.key.clone(), color, false));
+                }
+                Ok(d)
+            })
+        })
+        .collect()
+}
+
+/// Up to `n` items, taken in turn from each group.
+fn round_robin<T: Copy>(groups: Vec<Vec<T>>, n: usize) -> Vec<T> {
+    let mut out = Vec::new();
+    let longest = groups.iter().map(Vec::len).max().unwrap_or(0);
+    for round in 0..longest {
+        for g in &groups {
+            if let Some(x) = g.get(round) {
+                if out.len() < n {
+                    out.push(*x);
                 }
             }
         }
-        if ladders.len() == before || ladders.len() >= PALETTE.len() {
-            break;
-        }
     }
-    let ymax = ladders.iter().map(|(_, l)| l[4]).fold(0.0, f64::max) * 1.2;
-    let labels = ["min", "p50", "p90", "p95", "p99"];
-    let frame = Frame {
-        caption: "latency distribution (percentiles)".into(),
-        x: -0.2..4.2,
-        y: 0.0..ymax.max(1e-6),
-        categories: Some(&labels),
-        x_desc: "",
-        y_desc: "ms",
-    };
-    render(frame, |chart| {
-        let mut d = Drawing::default();
-        for (i, (c, l)) in ladders.iter().enumerate() {
-            let color = PALETTE[i];
-            let pts: Vec<(f64, f64)> = l[..5]
+    out
+}
+
+/// Per model and target, throughput (samples/s) against batch size, one line per precision
+/// and cache, for models run at two or more batch sizes.
+pub fn throughput_by_batch(cells: &[CellSummary]) -> Vec<String> {
+    let mut groups: BTreeMap<(&str, &str), Vec<&CellSummary>> = BTreeMap::new();
+    for c in cells.iter().filter(|c| c.samples_per_s.is_some()) {
+        groups
+            .entry((c.model.as_str(), c.target.as_str()))
+            .or_default()
+            .push(c);
+    }
+    groups
+        .into_iter()
+        .filter_map(|((model, target), mine)| {
+            let mut batches: Vec<usize> = mine.iter().map(|c| c.batch).collect();
+            batches.sort_unstable();
+            batches.dedup();
+            if batches.len() < 2 {
+                return None;
+            }
+            let mut series: BTreeMap<(usize, &str, &str), Vec<(f64, f64)>> = BTreeMap::new();
+            for c in &mine {
+                let order = PRECISIONS
+                    .iter()
+                    .position(|p| *p == c.precision)
+                    .unwrap_or(9);
+                series
+                    .entry((order, c.precision.as_str(), c.cache.as_str()))
+                    .or_default()
+                    .push((
+                        (c.batch as f64).log2(),
+                        c.samples_per_s.expect("filtered above"),
+                    ));
+            }
+            let ymax = mine
                 .iter()
-                .enumerate()
-                .map(|(k, v)| (k as f64, *v))
-                .collect();
-            chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
-            chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
-            d.tips.extend(
-                pts.iter()
-                    .map(|(k, v)| format!("{}: {} {v:.4} ms", c.key, labels[*k as usize])),
+                .filter_map(|c| c.samples_per_s)
+                .fold(0.0, f64::max)
+                * 1.1;
+            let (lo, hi) = (
+                (batches[0] as f64).log2(),
+                (*batches.last().expect("two or more") as f64).log2(),
             );
-            d.legend.push((c.key.clone(), color, false));
-        }
-        Ok(d)
-    })
+            let frame = Frame {
+                caption: format!("throughput vs batch — {model} on {target}"),
+                x: lo - 0.3..hi + 0.3,
+                y: 0.0..ymax.max(1e-6),
+                categories: None,
+                log2_x: true,
+                x_desc: "batch size (log scale)",
+                y_desc: "samples/s",
+            };
+            Some(render(frame, |chart| {
+                let mut d = Drawing::default();
+                for (i, ((_, precision, cache), mut pts)) in
+                    series.into_iter().take(PALETTE.len()).enumerate()
+                {
+                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    let color = PALETTE[i % PALETTE.len()];
+                    let label = if cache == "-" {
+                        precision.to_string()
+                    } else {
+                        format!("{precision} · {cache}")
+                    };
+                    chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
+                    chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+                    d.tips.extend(pts.iter().map(|(x, y)| {
+                        format!("{label} at batch {}: {y:.0} samples/s", x.exp2().round())
+                    }));
+                    d.legend.push((label, color, false));
+                }
+                Ok(d)
+            }))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -366,6 +474,30 @@ mod tests {
             out,
             r#"<svg><circle cx="1" cy="2" r="4"><title>a &lt;b&gt;</title></circle><line/><circle cx="3" cy="4" r="4"><title>c</title></circle></svg>"#
         );
+    }
+
+    #[test]
+    fn throughput_charts_need_two_batch_sizes_and_cdfs_come_per_model() {
+        use crate::results::schema::{tests_support::sample, Status};
+        let mut records = Vec::new();
+        for (model, batch) in [("a", 1), ("a", 8), ("b", 1)] {
+            let mut r = sample(model, Status::Ok);
+            r.cell.batch = batch;
+            r.key = r.cell.key();
+            records.push(r);
+        }
+        let cells = super::super::portability::analyze(&records).cells;
+        let throughput = throughput_by_batch(&cells);
+        assert_eq!(throughput.len(), 1, "only model a runs at two batch sizes");
+        assert!(throughput[0].contains("throughput vs batch — a on cpu · mock"));
+        assert_eq!(
+            throughput[0].matches("<title>").count(),
+            2,
+            "a tooltip per point"
+        );
+        let cdfs = latency_cdfs(&cells);
+        assert_eq!(cdfs.len(), 2, "one CDF per model");
+        assert!(cdfs[0].contains("p99 0.4000 ms"), "percentiles as tooltips");
     }
 
     #[test]

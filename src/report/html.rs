@@ -215,9 +215,10 @@ pub fn render_html(records: &[Record], opts: &ReportOptions<'_>) -> anyhow::Resu
         "chart_scatter",
         &charts::accuracy_vs_speedup(&analysis.cells),
     );
+    ctx.insert("chart_cdfs", &charts::latency_cdfs(&analysis.cells));
     ctx.insert(
-        "chart_distribution",
-        &charts::latency_distribution(&analysis.cells),
+        "chart_throughput",
+        &charts::throughput_by_batch(&analysis.cells),
     );
     ctx.insert("environment", &environment(records));
     ctx.insert("sign_off", &opts.sign_off);

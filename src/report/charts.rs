@@ -405,7 +405,9 @@ pub fn throughput_by_batch(cells: &[CellSummary]) -> Vec<String> {
             if batches.len() < 2 {
                 return None;
             }
-            let mut series: BTreeMap<(usize, &str, &str), Vec<(f64, f64)>> = BTreeMap::new();
+            // (precision order, precision, cache) → (log2 batch, samples/s) points
+            type Series<'a> = BTreeMap<(usize, &'a str, &'a str), Vec<(f64, f64)>>;
+            let mut series: Series = BTreeMap::new();
             for c in &mine {
                 let order = PRECISIONS
                     .iter()

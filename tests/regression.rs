@@ -564,3 +564,59 @@ fn criterion_console_output_no_longer_reaches_the_user() {
     );
     assert!(Path::new(stdout.trim()).join("results.jsonl").is_file());
 }
+
+/// The digits CNN with its batch axis fixed to `batch`, as `torch.onnx.export` writes models
+/// exported without dynamic axes.
+fn fixed_batch_model(dir: &Path, batch: i64) -> PathBuf {
+    use calibench::model::onnx::{pb, OnnxModel};
+    use pb::tensor_shape_proto::dimension::Value;
+    let mut m = OnnxModel::load(Path::new(&digits("digits_cnn.onnx"))).unwrap();
+    let input = &mut m.graph_mut().input[0];
+    match input.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+        Some(pb::type_proto::Value::TensorType(t)) => {
+            t.shape.as_mut().unwrap().dim[0].value = Some(Value::DimValue(batch));
+        }
+        other => panic!("unexpected input type {other:?}"),
+    }
+    let path = dir.join(format!("fixed{batch}.onnx"));
+    std::fs::write(&path, m.to_bytes()).unwrap();
+    path
+}
+
+#[test]
+fn a_model_with_a_fixed_batch_axis_now_calibrates() {
+    // torchvision models exported by torch 2.11 fix the batch at 1; calibrate fed them batches
+    // of 8 and failed ("input … has shape [8, 3, 224, 224], the engine takes [1, 3, 224, 224]").
+    let dir = tempfile::tempdir().unwrap();
+    let calibrate = |model: &Path| {
+        calibench()
+            .args(["calibrate", "--method", "minmax", "-m"])
+            .arg(model)
+            .args(["-d", &digits("calib.npy"), "-o"])
+            .arg(dir.path().join("c.cache"))
+            .output()
+            .unwrap()
+    };
+    let o = calibrate(&fixed_batch_model(dir.path(), 1));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("fixed batch of 1: calibrating in batches of 1"),
+        "{}",
+        stderr(&o)
+    );
+    // The same ranges as calibrating the dynamic-batch model (minmax does not depend on batching).
+    let fixed = std::fs::read_to_string(dir.path().join("c.cache")).unwrap();
+    let o = calibrate(Path::new(&digits("digits_cnn.onnx")));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let dynamic = std::fs::read_to_string(dir.path().join("c.cache")).unwrap();
+    assert_eq!(fixed, dynamic);
+    // A fixed batch the samples do not split into is refused with the fix.
+    let o = calibrate(&fixed_batch_model(dir.path(), 3));
+    no_panic(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("fixed batch of 3") && stderr(&o).contains("dynamic batch axis"),
+        "{}",
+        stderr(&o)
+    );
+}

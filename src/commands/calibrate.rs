@@ -7,7 +7,7 @@ use calibench::backend::{cuda, reference};
 use calibench::cache::calibrate::{cache_from_ranges, collect_ranges, EngineActivations, Method};
 use calibench::cache::provenance::Provenance;
 use calibench::model::data::Dataset;
-use calibench::model::onnx::OnnxModel;
+use calibench::model::onnx::{Dim, OnnxModel};
 
 use super::Outcome;
 use crate::cli::CalibrateArgs;
@@ -33,6 +33,32 @@ fn method(args: &CalibrateArgs) -> anyhow::Result<Method> {
     }
 }
 
+/// The batch calibration runs at: `--batch`, unless the model fixes its batch axis (as
+/// `torch.onnx.export` does without `dynamic_axes`/`dynamic_shapes`), which it must then use.
+fn calibration_batch(model: &OnnxModel, asked: usize, samples: usize) -> anyhow::Result<usize> {
+    let fixed = model
+        .inputs()
+        .into_iter()
+        .find_map(|i| match i.dims.first() {
+            Some(Dim::Fixed(n)) => Some((i.name, *n)),
+            _ => None,
+        });
+    let Some((name, n)) = fixed else {
+        return Ok(asked);
+    };
+    if samples % n != 0 {
+        bail!(
+            "input {name:?} has a fixed batch of {n}, and {samples} calibration samples do not split into batches of {n}\nfix: give a multiple of {n} samples, or export the model with a dynamic batch axis"
+        );
+    }
+    if asked != n {
+        eprintln!(
+            "note: input {name:?} has a fixed batch of {n}: calibrating in batches of {n} (--batch {asked} needs a model exported with a dynamic batch axis)"
+        );
+    }
+    Ok(n)
+}
+
 pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<Outcome> {
     let method = method(args)?;
     let mut model = OnnxModel::load(&args.model)?;
@@ -49,15 +75,16 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<Outcome> {
     model.set_input_shapes(&shapes)?;
     let tensors = model.quantizable_tensors();
     let samples = data.samples();
+    let batch = calibration_batch(&model, args.batch, samples)?;
     let gpu = args.gpu;
     let (mut source, origin) = match args.backend.as_str() {
         "reference" => (
-            EngineActivations::new(&model, tensors.clone(), data, args.batch, &reference::fp32_engine)?,
+            EngineActivations::new(&model, tensors.clone(), data, batch, &reference::fp32_engine)?,
             "cpu (reference backend)".to_string(),
         ),
         "cuda" => {
             let build = move |m: &OnnxModel, b: usize| cuda::fp32_engine(m, b, gpu);
-            let source = EngineActivations::new(&model, tensors.clone(), data, args.batch, &build)?;
+            let source = EngineActivations::new(&model, tensors.clone(), data, batch, &build)?;
             (source, gpu_name(gpu))
         }
         other => bail!(
@@ -86,7 +113,7 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<Outcome> {
             )
         })),
         dataset_size: Some(samples as u64),
-        batch: Some(args.batch.min(samples) as u64),
+        batch: Some(batch.min(samples) as u64),
         origin_gpu: Some(origin),
         tensorrt_version: Some(args.trt_version.to_string()),
         calibench_version: Some(env!("CARGO_PKG_VERSION").to_string()),

@@ -46,7 +46,7 @@ fn calibration_batch(model: &OnnxModel, asked: usize, samples: usize) -> anyhow:
     let Some((name, n)) = fixed else {
         return Ok(asked);
     };
-    if samples % n != 0 {
+    if !samples.is_multiple_of(n) {
         bail!(
             "input {name:?} has a fixed batch of {n}, and {samples} calibration samples do not split into batches of {n}\nfix: give a multiple of {n} samples, or export the model with a dynamic batch axis"
         );

@@ -584,7 +584,7 @@ fn fixed_batch_model(dir: &Path, batch: i64) -> PathBuf {
 }
 
 #[test]
-fn a_model_with_a_fixed_batch_axis_now_calibrates() {
+fn a_model_with_a_fixed_batch_axis_now_calibrates_and_runs() {
     // torchvision models exported by torch 2.11 fix the batch at 1; calibrate fed them batches
     // of 8 and failed ("input … has shape [8, 3, 224, 224], the engine takes [1, 3, 224, 224]").
     let dir = tempfile::tempdir().unwrap();
@@ -610,6 +610,24 @@ fn a_model_with_a_fixed_batch_axis_now_calibrates() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let dynamic = std::fs::read_to_string(dir.path().join("c.cache")).unwrap();
     assert_eq!(fixed, dynamic);
+    // And it runs: its evaluation samples are fed one batch of 1 at a time (the preflight
+    // took the fixed batch axis for a sample dimension and refused them).
+    let fixed1 = fixed_batch_model(dir.path(), 1);
+    let spec = digits_spec(
+        dir.path(),
+        fixed1.to_str().unwrap(),
+        &digits("eval_inputs.npy"),
+    );
+    let o = run(&spec, &dir.path().join("out"), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let records = lines(&run_dir_of(&o));
+    assert_eq!(records.len(), 1);
+    assert!(
+        records[0]["accuracy"]["outputs"][0]["cosine"]
+            .as_f64()
+            .unwrap()
+            > 0.99999
+    );
     // A fixed batch the samples do not split into is refused with the fix.
     let o = calibrate(&fixed_batch_model(dir.path(), 3));
     no_panic(&o);

@@ -91,7 +91,9 @@ pub fn read_inputs(model: &ModelSpec, onnx: &OnnxModel) -> Result<Dataset, Strin
         let wanted = io
             .shape_at_batch(t.shape[0])
             .map_err(|e| format!("{}: {e}", model.path.display()))?;
-        if !io.dims.is_empty() && wanted != t.shape {
+        // Per sample: a fixed batch axis (a model exported without dynamic axes) takes the
+        // evaluation samples one batch at a time like a symbolic one.
+        if !io.dims.is_empty() && (wanted.len() != t.shape.len() || wanted[1..] != t.shape[1..]) {
             return Err(format!(
                 "{}: input {:?} is {:?} ({} samples of {:?}), but model {:?} takes {:?} per batch\nfix: save the evaluation inputs with the model's input shape, samples on axis 0",
                 inputs_path.display(),

@@ -628,6 +628,24 @@ fn a_model_with_a_fixed_batch_axis_now_calibrates_and_runs() {
             .unwrap()
             > 0.99999
     );
+    // Reference outputs computed for it (none given) run at its batch too (they were computed
+    // in batches of 8 and every cell was "not measured").
+    let o = calibench()
+        .args([
+            "check",
+            "--no-criterion",
+            "--samples",
+            "3",
+            "--measurement-ms",
+            "5",
+            "--onnx",
+        ])
+        .arg(&fixed1)
+        .args(["--eval", &digits("eval_inputs.npy"), "-o"])
+        .arg(dir.path().join("check"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // A fixed batch the samples do not split into is refused with the fix.
     let o = calibrate(&fixed_batch_model(dir.path(), 3));
     no_panic(&o);

@@ -7,7 +7,7 @@ use calibench::backend::{cuda, reference};
 use calibench::cache::calibrate::{cache_from_ranges, collect_ranges, EngineActivations, Method};
 use calibench::cache::provenance::Provenance;
 use calibench::model::data::Dataset;
-use calibench::model::onnx::{Dim, OnnxModel};
+use calibench::model::onnx::OnnxModel;
 
 use super::Outcome;
 use crate::cli::CalibrateArgs;
@@ -36,14 +36,7 @@ fn method(args: &CalibrateArgs) -> anyhow::Result<Method> {
 /// The batch calibration runs at: `--batch`, unless the model fixes its batch axis (as
 /// `torch.onnx.export` does without `dynamic_axes`/`dynamic_shapes`), which it must then use.
 fn calibration_batch(model: &OnnxModel, asked: usize, samples: usize) -> anyhow::Result<usize> {
-    let fixed = model
-        .inputs()
-        .into_iter()
-        .find_map(|i| match i.dims.first() {
-            Some(Dim::Fixed(n)) => Some((i.name, *n)),
-            _ => None,
-        });
-    let Some((name, n)) = fixed else {
+    let Some((name, n)) = model.fixed_batch() else {
         return Ok(asked);
     };
     if !samples.is_multiple_of(n) {

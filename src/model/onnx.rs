@@ -273,6 +273,16 @@ impl OnnxModel {
             .map(|t| t.name.as_str())
             .collect()
     }
+    /// The first input whose batch axis (axis 0) has a fixed size, and that size: such a
+    /// model (exported without dynamic axes) runs only at that batch.
+    pub fn fixed_batch(&self) -> Option<(String, usize)> {
+        self.inputs()
+            .into_iter()
+            .find_map(|i| match i.dims.first() {
+                Some(Dim::Fixed(n)) => Some((i.name, *n)),
+                _ => None,
+            })
+    }
 
     /// Inputs fed at run time (graph inputs that are not initializers).
     pub fn inputs(&self) -> Vec<IoInfo> {

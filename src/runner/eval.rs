@@ -221,7 +221,10 @@ fn compute_reference(
     inputs: &Dataset,
     by: crate::matrix::BackendKind,
 ) -> Result<Dataset, BackendError> {
-    let batch = inputs.samples().clamp(1, 64);
+    // A model with a fixed batch axis runs only at that batch.
+    let batch = onnx
+        .fixed_batch()
+        .map_or(inputs.samples().clamp(1, 64), |(_, n)| n);
     let plan = precision::plan(onnx, Precision::Fp32, None);
     let mut engine: Box<dyn Engine> = match by {
         crate::matrix::BackendKind::Onnxruntime => Box::new(

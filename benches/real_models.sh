@@ -75,10 +75,10 @@ rtol = 0.05
 check = "quantile=0.99"
 [models.tolerance.precision.int8]
 atol = 1000.0
-min_cosine = 0.5
+min_cosine = 0.99
 [models.tolerance.precision.best]
 atol = 1000.0
-min_cosine = 0.5
+min_cosine = 0.99
 [[caches]]
 id = "entropy"
 model = "$name"

@@ -270,3 +270,95 @@ fn tract_still_computes_softmax_between_qdq_pairs_wrongly() {
         "tract and onnxruntime agree now (max |Δ| {worst}): drop the refusal"
     );
 }
+
+/// The digits CNN with one fc1 unit made constant: its weights scaled by 1e-4 and its bias set
+/// to 5 (the dead-weight, live-bias channels BatchNorm folding leaves in real nets, such as
+/// torchvision's MobileNetV2 and ResNet-50). Its int32 bias `5 / (x_scale · w_scale)` is far
+/// beyond fp16's 65504.
+fn constant_unit_model(dir: &Path) -> PathBuf {
+    use calibench::model::onnx::{float_data, float_tensor, OnnxModel};
+    let mut m = OnnxModel::load(Path::new(&digits("digits_cnn.onnx"))).unwrap();
+    for t in m.graph_mut().initializer.iter_mut() {
+        if !t.name.starts_with("fc1.") {
+            continue;
+        }
+        let mut data = float_data(t).unwrap();
+        match t.name.as_str() {
+            "fc1.weight" => data[..256].iter_mut().for_each(|w| *w *= 1e-4),
+            "fc1.bias" => data[0] = 5.0,
+            _ => continue,
+        }
+        *t = float_tensor(&t.name, &t.dims, &data);
+    }
+    let path = dir.join("constant_unit.onnx");
+    std::fs::write(&path, m.to_bytes()).unwrap();
+    path
+}
+
+#[test]
+fn best_no_longer_loses_a_bias_onnxruntime_quantizes_in_fp16() {
+    // onnxruntime's WeightBiasQuantization computed the int32 bias of best's fp16 Q/DQ model
+    // in fp16: beyond 65504 it became inf and then garbage. torchvision MobileNetV2's best had
+    // cosine 0.27 to fp32 (ResNet-50 0.87), and `check` said "recalibrate", blaming the cache.
+    if !onnxruntime_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = constant_unit_model(dir.path());
+    let cache = dir.path().join("c.cache");
+    let o = calibench(
+        &[
+            "calibrate",
+            "--method",
+            "minmax",
+            "-m",
+            model.to_str().unwrap(),
+            "-d",
+            &digits("calib.npy"),
+            "-o",
+            cache.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = calibench(
+        &[
+            "check",
+            "--no-criterion",
+            "--samples",
+            "3",
+            "--measurement-ms",
+            "5",
+            "--backend",
+            "onnxruntime",
+            "--best",
+            "--onnx",
+            model.to_str().unwrap(),
+            "--calib",
+            cache.to_str().unwrap(),
+            "--eval",
+            &digits("eval_inputs.npy"),
+            "-o",
+            dir.path().join("check").to_str().unwrap(),
+        ],
+        &[],
+    );
+    let r = records(&o);
+    let best = r
+        .iter()
+        .find(|r| r["cell"]["precision"] == "best")
+        .expect("a best record");
+    let cosine = best["accuracy"]["outputs"][0]["cosine"].as_f64().unwrap();
+    assert!(cosine > 0.999, "best cosine {cosine} (was 0.9786)");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

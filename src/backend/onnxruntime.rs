@@ -112,6 +112,9 @@ pub struct OnnxRuntimeBackend {
     runtime: Runtime,
     threads: usize,
     level: GraphOptimizationLevel,
+    /// Whether onnxruntime may rewrite Q/DQ pairs (its QDQ fusions and weight/bias
+    /// quantization); off for best's fp16 Q/DQ model.
+    qdq_transforms: bool,
 }
 
 impl std::fmt::Debug for OnnxRuntimeBackend {
@@ -132,6 +135,7 @@ impl OnnxRuntimeBackend {
             runtime,
             threads,
             level: GraphOptimizationLevel::All,
+            qdq_transforms: true,
         })
     }
 
@@ -148,14 +152,17 @@ impl OnnxRuntimeBackend {
         &self.runtime.library
     }
 
-    /// The backend a precision's sessions use. onnxruntime's int8 fusions (level 2) reject the
-    /// fp16 scales of best's model (QLinearConcat: "Type 'tensor(float16)' … is invalid", seen
-    /// on PaddleOCR's detector), so best runs with the basic graph optimizations, which keep
-    /// Q/DQ as written.
+    /// The backend a precision's sessions use. best's model is the Q/DQ model in fp16, and
+    /// onnxruntime's Q/DQ transformers are wrong on it: its int8 fusions reject the fp16
+    /// scales (QLinearConcat: "Type 'tensor(float16)' … is invalid", PaddleOCR's detector),
+    /// and its WeightBiasQuantization (graph level 1) computes `bias / (x_scale · w_scale)` in
+    /// fp16, which overflows 65504 and turns the int32 bias into garbage (torchvision
+    /// MobileNetV2: cosine 0.27 to fp32; ResNet-50: 0.87). So best runs with Q/DQ as written
+    /// (`session.disable_quant_qdq`) and onnxruntime's float optimizations.
     fn for_precision(&self, p: Precision) -> OnnxRuntimeBackend {
         match p {
-            Precision::Best if self.level == GraphOptimizationLevel::All => OnnxRuntimeBackend {
-                level: GraphOptimizationLevel::Level1,
+            Precision::Best => OnnxRuntimeBackend {
+                qdq_transforms: false,
                 ..self.clone()
             },
             _ => self.clone(),
@@ -195,6 +202,8 @@ impl OnnxRuntimeBackend {
         let session = Session::builder(&self.runtime.env)
             .map_err(|e| build_err(&model.path, e))?
             .with_optimization_level(self.level)
+            .map_err(|e| build_err(&model.path, e))?
+            .with_quant_qdq(self.qdq_transforms)
             .map_err(|e| build_err(&model.path, e))?
             .with_intra_threads(self.threads)
             .map_err(|e| build_err(&model.path, e))?

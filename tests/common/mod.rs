@@ -29,6 +29,9 @@ pub const PARAMETERS: &[(&str, &[usize])] = &[
     ("QuantizeLinear", &[1, 2]),
     ("DequantizeLinear", &[1, 2]),
     ("Reshape", &[1]),
+    ("Clip", &[1, 2]),
+    ("Unsqueeze", &[1]),
+    ("Squeeze", &[1]),
 ];
 
 /// Weights, which exporters store as initializers too (backends that plan GEMMs need them).

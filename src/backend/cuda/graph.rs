@@ -4,11 +4,15 @@
 //! layer's epilogue, and Conv/Gemm/MatMul layers whose input is quantized get int8 weights
 //! (per output channel, max-abs / 127, as the reference backend and TensorRT do). CPU-only, so
 //! it is tested without a GPU.
+//!
+//! This file holds the plan's types and the planner's graph-level state (values, weights, folded
+//! constants); each operator family plans its nodes in `ops/`, and `layout.rs` decides the
+//! tensor-core layouts.
 
 use std::collections::HashMap;
 
-use crate::matrix::Precision;
-use crate::model::onnx::{attr_int, float_data, node_label, OnnxModel};
+use super::ops::{self, ConstTensor, NodeCtx};
+use crate::model::onnx::{node_label, OnnxModel};
 use crate::model::precision::{LayerPrecision, PrecisionPlan, TensorPrecision};
 use crate::model::qdq::per_channel_scales;
 use crate::model::tensor::TensorSpec;
@@ -16,10 +20,6 @@ use tract_onnx::pb;
 
 /// Largest tensor or scratch buffer, in elements (kernels index with 32-bit integers).
 pub const MAX_ELEMENTS: usize = 1 << 30;
-
-/// Operators the cuda backend runs.
-pub const SUPPORTED_OPS: &str = "Conv, Gemm, MatMul, Add, Mul, Relu, Clip, Sigmoid, MaxPool, \
-AveragePool, GlobalAveragePool, BatchNormalization, Flatten, Reshape, Concat, Softmax";
 
 /// Geometry of a convolution or pooling window over an NCHW tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,7 +66,7 @@ impl Window {
         self.c * self.kh * self.kw
     }
     /// A Gemm seen as a 1×1 convolution over `[batch, k, 1, 1]`.
-    fn dense(batch: usize, k: usize, nout: usize) -> Window {
+    pub(crate) fn dense(batch: usize, k: usize, nout: usize) -> Window {
         Window {
             n: batch,
             c: k,
@@ -141,6 +141,28 @@ pub enum UnaryOp {
     Clip(f32, f32),
     /// 1 / (1 + e^-x).
     Sigmoid,
+    /// tanh(x).
+    Tanh,
+    /// x for x ≥ 0, alpha · x below.
+    LeakyRelu(f32),
+    /// max(0, min(1, alpha · x + beta)).
+    HardSigmoid(f32, f32),
+    /// x · max(0, min(1, x / 6 + 1/2)).
+    HardSwish,
+    /// erf(x).
+    Erf,
+    /// x · Φ(x) (exact, with erf).
+    Gelu,
+    /// Gelu's tanh approximation.
+    GeluTanh,
+    /// √x.
+    Sqrt,
+    /// e^x.
+    Exp,
+    /// −x.
+    Neg,
+    /// |x|.
+    Abs,
 }
 
 impl UnaryOp {
@@ -151,7 +173,51 @@ impl UnaryOp {
             UnaryOp::Relu => (1, 0.0, 0.0),
             UnaryOp::Clip(lo, hi) => (2, lo, hi),
             UnaryOp::Sigmoid => (3, 0.0, 0.0),
+            UnaryOp::Tanh => (4, 0.0, 0.0),
+            UnaryOp::LeakyRelu(alpha) => (5, alpha, 0.0),
+            UnaryOp::HardSigmoid(alpha, beta) => (6, alpha, beta),
+            UnaryOp::HardSwish => (7, 0.0, 0.0),
+            UnaryOp::Erf => (8, 0.0, 0.0),
+            UnaryOp::Gelu => (9, 0.0, 0.0),
+            UnaryOp::GeluTanh => (10, 0.0, 0.0),
+            UnaryOp::Sqrt => (11, 0.0, 0.0),
+            UnaryOp::Exp => (12, 0.0, 0.0),
+            UnaryOp::Neg => (13, 0.0, 0.0),
+            UnaryOp::Abs => (14, 0.0, 0.0),
         }
+    }
+}
+
+/// Elementwise binary operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum BinaryOp {
+    Add,
+    Mul,
+    Sub,
+    Div,
+    Pow,
+    Max,
+    Min,
+}
+
+impl BinaryOp {
+    /// The operation of an ONNX operator.
+    pub fn of(op_type: &str) -> Option<BinaryOp> {
+        Some(match op_type {
+            "Add" => BinaryOp::Add,
+            "Mul" => BinaryOp::Mul,
+            "Sub" => BinaryOp::Sub,
+            "Div" => BinaryOp::Div,
+            "Pow" => BinaryOp::Pow,
+            "Max" => BinaryOp::Max,
+            "Min" => BinaryOp::Min,
+            _ => return None,
+        })
+    }
+
+    /// Code for the `binary` kernels.
+    pub fn code(self) -> i32 {
+        self as i32
     }
 }
 
@@ -199,6 +265,20 @@ pub enum Layer {
         q: f32,
         int8: Option<Int8Gemm>,
     },
+    /// A grouped (depthwise) or dilated convolution, computed directly at the engine's float
+    /// type (bias, then the fused Relu and fake quantization as [`Layer::Conv`]).
+    DirectConv {
+        x: usize,
+        w: usize,
+        b: Option<usize>,
+        y: usize,
+        g: Window,
+        groups: usize,
+        dil: [usize; 2],
+        relu: bool,
+        q_pre: f32,
+        q: f32,
+    },
     /// Elementwise.
     Unary {
         x: usize,
@@ -207,12 +287,12 @@ pub enum Layer {
         op: UnaryOp,
         q: f32,
     },
-    /// Add or Mul with numpy broadcasting over at most 4 dimensions.
+    /// Binary arithmetic with numpy broadcasting over at most 4 dimensions.
     Binary {
         a: Operand,
         b: Operand,
         y: usize,
-        mul: bool,
+        op: BinaryOp,
         dims: [usize; 4],
         a_strides: [usize; 4],
         b_strides: [usize; 4],
@@ -263,6 +343,8 @@ impl Layer {
     pub fn kind(&self) -> &'static str {
         match self {
             Layer::Conv { .. } => "conv",
+            Layer::DirectConv { groups: 1, .. } => "conv (dilated)",
+            Layer::DirectConv { .. } => "conv (grouped)",
             Layer::Gemm { .. } => "gemm",
             Layer::Unary { .. } => "elementwise",
             Layer::Binary { .. } => "binary",
@@ -347,40 +429,63 @@ pub struct Plan {
     pub nhwc: Vec<Option<f32>>,
 }
 
+/// A planned tensor: its buffer, shape, and the int8 scale its values already carry.
 #[derive(Clone)]
-struct Value {
-    buffer: usize,
-    shape: Vec<usize>,
+pub(crate) struct Value {
+    pub buffer: usize,
+    pub shape: Vec<usize>,
     /// Fake-quantization scale already applied to the buffer (0: none).
-    q: f32,
+    pub q: f32,
 }
 
-fn ints(node: &pb::NodeProto, name: &str) -> Option<Vec<usize>> {
+/// An ints attribute as non-negative sizes.
+pub(crate) fn ints(node: &pb::NodeProto, name: &str) -> Option<Vec<usize>> {
     node.attribute
         .iter()
         .find(|a| a.name == name)
         .map(|a| a.ints.iter().map(|&v| v.max(0) as usize).collect())
 }
 
-fn attr_float(node: &pb::NodeProto, name: &str) -> Option<f32> {
+/// An ints attribute as written.
+pub(crate) fn ints_i64(node: &pb::NodeProto, name: &str) -> Option<Vec<i64>> {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.ints.clone())
+}
+
+/// A string attribute.
+pub(crate) fn attr_str(node: &pb::NodeProto, name: &str) -> Option<String> {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+}
+
+/// A float attribute.
+pub(crate) fn attr_float(node: &pb::NodeProto, name: &str) -> Option<f32> {
     node.attribute.iter().find(|a| a.name == name).map(|a| a.f)
 }
 
-fn round_up(v: usize, to: usize) -> usize {
+pub(crate) fn round_up(v: usize, to: usize) -> usize {
     v.div_ceil(to) * to
 }
 
 /// Builds a [`Plan`] node by node.
-struct Planner<'m> {
-    model: &'m OnnxModel,
-    plan: Plan,
+pub(crate) struct Planner<'m> {
+    pub model: &'m OnnxModel,
+    pub plan: Plan,
     values: HashMap<String, Value>,
+    /// Tensors folded at plan time.
+    folded: HashMap<String, ConstTensor>,
     weight_ids: HashMap<String, (usize, Vec<usize>)>,
     /// Fake-quantization scale of each int8 tensor.
     scales: HashMap<String, f32>,
     /// Nodes whose GEMM runs int8.
-    int8_nodes: std::collections::HashSet<usize>,
-    opset: i64,
+    pub int8_nodes: std::collections::HashSet<usize>,
+    pub opset: i64,
+    /// The float type of the engine's layers, as the report names it.
+    float: &'static str,
 }
 
 impl Plan {
@@ -425,10 +530,16 @@ impl Plan {
                 nhwc: Vec::new(),
             },
             values: HashMap::new(),
+            folded: HashMap::new(),
             weight_ids: HashMap::new(),
             scales,
             int8_nodes: precision.int8_weight_nodes.clone(),
             opset,
+            float: if precision.fp16_weights {
+                "fp16"
+            } else {
+                "fp32"
+            },
         };
         for input in model.inputs() {
             let shape = input
@@ -495,7 +606,7 @@ impl Plan {
         Ok(p.plan)
     }
 
-    fn new_buffer(&mut self, len: usize) -> usize {
+    pub(crate) fn new_buffer(&mut self, len: usize) -> usize {
         self.buffer_sizes.push(len);
         self.buffer_sizes.len() - 1
     }
@@ -514,336 +625,6 @@ impl Plan {
     pub fn nhwc_scale(&self, b: usize) -> f32 {
         self.nhwc.get(b).copied().flatten().unwrap_or(0.0)
     }
-
-    /// Moves convolutions onto tensor cores (`mma.sync`; compute capability 8.0 or newer):
-    /// every Conv with an int8 form (`Int8`) or every Conv (`Fp16`) runs the implicit-GEMM
-    /// kernel, and a tensor written by such a convolution (or by a pool or a same-shape
-    /// elementwise layer of such tensors) and read only by such convolutions, pools and
-    /// elementwise layers stays NHWC in the kernel's element type between them: int8 codes of
-    /// its cache scale, exact since that scale already rounds it, or fp16. Every other tensor
-    /// keeps the engine's NCHW layout and type.
-    pub fn use_tensor_cores(&mut self, kind: MmaKind) {
-        let bytes = kind.bytes();
-        let capable = |layer: &Layer| match layer {
-            Layer::Conv { int8, g, .. } => {
-                g.cout % 2 == 0 && (kind == MmaKind::Fp16 || int8.is_some())
-            }
-            _ => false,
-        };
-        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); self.buffer_sizes.len()];
-        for (i, layer) in self.layers.iter().enumerate() {
-            for b in layer.reads() {
-                readers[b].push(i);
-            }
-        }
-        let io: Vec<usize> = self
-            .inputs
-            .iter()
-            .chain(&self.outputs)
-            .map(|io| io.buffer)
-            .collect();
-        // Candidates: each tensor a convolution writes, and (in layer order) what a pool or a
-        // same-shape elementwise layer makes of candidates, as ([n, c, h, w], scale).
-        let mut candidate: Vec<Option<([usize; 4], f32)>> = vec![None; self.buffer_sizes.len()];
-        for layer in &self.layers {
-            let written = match layer {
-                Layer::Conv { y, g, q, .. } if capable(layer) => {
-                    Some((*y, [g.n, g.cout, g.oh, g.ow], *q))
-                }
-                Layer::Pool { x, y, g, q, .. } if candidate[*x].is_some() => {
-                    Some((*y, [g.n, g.c, g.oh, g.ow], *q))
-                }
-                _ => elementwise_nhwc(layer, &candidate),
-            };
-            if let Some((y, shape, q)) = written {
-                let exact = kind == MmaKind::Fp16 || q > 0.0;
-                if exact && (shape[1] * bytes).is_multiple_of(32) && !io.contains(&y) {
-                    candidate[y] = Some((shape, q));
-                }
-            }
-        }
-        // A candidate stays NHWC when its writer's inputs did and every reader reads NHWC:
-        // a tensor-core convolution or a pool of its shape (which may write either layout),
-        // or an elementwise layer whose output (and other input) stays NHWC too. Dropping one
-        // can drop others, so repeat until nothing changes.
-        let mut nhwc: Vec<bool> = candidate.iter().map(Option::is_some).collect();
-        loop {
-            let mut changed = false;
-            for y in 0..nhwc.len() {
-                let Some((shape, q)) = candidate[y] else {
-                    continue;
-                };
-                if !nhwc[y] {
-                    continue;
-                }
-                let writer_ok = self.layers.iter().all(|l| match l {
-                    Layer::Pool { x, y: py, .. } if *py == y => nhwc[*x],
-                    Layer::Unary { y: uy, .. } | Layer::Binary { y: uy, .. } if *uy == y => {
-                        l.reads().iter().all(|&x| nhwc[x])
-                    }
-                    _ => true,
-                });
-                let reader_ok = |&r: &usize| match &self.layers[r] {
-                    Layer::Conv { x, g, int8, .. } if capable(&self.layers[r]) => {
-                        *x == y
-                            && [g.n, g.c, g.h, g.w] == shape
-                            && int8.as_ref().is_none_or(|f| f.x_scale == q)
-                    }
-                    Layer::Pool { x, g, .. } => *x == y && [g.n, g.c, g.h, g.w] == shape,
-                    l @ (Layer::Unary { y: out, .. } | Layer::Binary { y: out, .. }) => {
-                        nhwc[*out] && l.reads().iter().all(|&x| nhwc[x])
-                    }
-                    _ => false,
-                };
-                if !writer_ok || readers[y].is_empty() || !readers[y].iter().all(reader_ok) {
-                    nhwc[y] = false;
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
-        let scales: Vec<Option<f32>> = candidate
-            .iter()
-            .zip(&nhwc)
-            .map(|(c, &keep)| c.filter(|_| keep).map(|(_, q)| q))
-            .collect();
-        for i in 0..self.layers.len() {
-            if !capable(&self.layers[i]) {
-                continue;
-            }
-            let Layer::Conv { x, w, g, int8, .. } = &self.layers[i] else {
-                continue;
-            };
-            let (x, w, g, int8) = (*x, *w, *g, *int8);
-            let patch = g.patch();
-            let taps_last = |stride: usize, at: &dyn Fn(usize) -> usize| -> Vec<usize> {
-                // Source index of each [o][kh][kw][c] entry in an [o][c][kh][kw] row of `stride`.
-                let taps = g.kh * g.kw;
-                (0..g.cout * patch)
-                    .map(|j| {
-                        let (o, r) = (j / patch, j % patch);
-                        let (tap, c) = (r / g.c, r % g.c);
-                        at(o * stride + c * taps + tap)
-                    })
-                    .collect()
-            };
-            let form = match (kind, int8) {
-                (MmaKind::Int8, Some(f)) if nhwc[x] => {
-                    let wq = &self.int8_weights[f.wq];
-                    let order = taps_last(f.kp, &|i| i);
-                    self.int8_weights
-                        .push(order.iter().map(|&i| wq[i]).collect());
-                    MmaConv {
-                        w: self.int8_weights.len() - 1,
-                        kp: 0,
-                    }
-                }
-                (MmaKind::Int8, Some(f)) => MmaConv { w: f.wq, kp: f.kp },
-                (MmaKind::Fp16, _) if nhwc[x] => {
-                    let wf = &self.weights[w];
-                    let order = taps_last(patch, &|i| i);
-                    self.weights.push(order.iter().map(|&i| wf[i]).collect());
-                    MmaConv {
-                        w: self.weights.len() - 1,
-                        kp: 0,
-                    }
-                }
-                (MmaKind::Fp16, _) => self.push_fp16_patch_weights(w, g),
-                (MmaKind::Int8, None) => continue,
-            };
-            if let Layer::Conv { mma, .. } = &mut self.layers[i] {
-                *mma = Some(form);
-            }
-        }
-        self.mma = Some(kind);
-        self.nhwc = scales;
-        self.drop_redundant_quantization();
-    }
-
-    /// Convolutions on tensor cores as a precision runs them: those with an int8 form at int8
-    /// (the others stay cuBLASLt fp32), all at fp16, and at best those with an int8 form at
-    /// int8 and the others at fp16 over NCHW tensors. fp32 keeps strict cuBLASLt fp32.
-    pub fn use_tensor_cores_at(&mut self, precision: Precision) {
-        match precision {
-            Precision::Int8 => self.use_tensor_cores(MmaKind::Int8),
-            Precision::Best => {
-                self.use_tensor_cores(MmaKind::Int8);
-                self.use_fp16_tensor_cores_for_float_convolutions();
-            }
-            Precision::Fp16 => self.use_tensor_cores(MmaKind::Fp16),
-            Precision::Fp32 => {}
-        }
-    }
-
-    /// best (an int8 tensor-core plan on an fp16 engine): each convolution left without an int8
-    /// form runs the fp16 tensor-core kernel, gathering its patches from the NCHW fp16 tensor it
-    /// reads and writing NCHW. Runs after [`Plan::use_tensor_cores`]`(Int8)`, which keeps every
-    /// tensor such a convolution touches NCHW (it is neither a writer nor a reader of codes).
-    fn use_fp16_tensor_cores_for_float_convolutions(&mut self) {
-        for i in 0..self.layers.len() {
-            let Layer::Conv {
-                w,
-                g,
-                int8: None,
-                mma: None,
-                ..
-            } = self.layers[i]
-            else {
-                continue;
-            };
-            if g.cout % 2 != 0 {
-                continue;
-            }
-            let form = self.push_fp16_patch_weights(w, g);
-            if let Layer::Conv { mma, .. } = &mut self.layers[i] {
-                *mma = Some(form);
-            }
-        }
-    }
-
-    /// Precision layer `i` computes at: `int8` for an int8 GEMM or convolution and for a layer
-    /// over int8 codes (pools and elementwise layers between tensor-core convolutions), else
-    /// `float` (the engine's type).
-    pub fn layer_precision<'a>(&self, i: usize, float: &'a str) -> &'a str {
-        let layer = &self.layers[i];
-        let on_codes = layer.reads().first().is_some_and(|&x| self.holds_codes(x));
-        if on_codes || layer.int8().is_some() {
-            "int8"
-        } else {
-            float
-        }
-    }
-
-    /// Bytes of the largest patch matrix a tensor-core convolution over an NCHW input needs:
-    /// one row of its padded patch per output position.
-    pub fn max_patch_bytes(&self) -> usize {
-        (0..self.layers.len())
-            .filter_map(|i| match &self.layers[i] {
-                Layer::Conv {
-                    g, mma: Some(m), ..
-                } if m.kp > 0 => Some(g.positions() * m.kp * self.conv_kind(i).bytes()),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Element type tensor-core convolution `i` computes in: int8 in an int8 plan when it has
-    /// an int8 form, fp16 otherwise (fp16 plans, and best's float convolutions).
-    pub fn conv_kind(&self, i: usize) -> MmaKind {
-        match (self.mma, self.layers[i].int8()) {
-            (Some(MmaKind::Int8), Some(_)) => MmaKind::Int8,
-            _ => MmaKind::Fp16,
-        }
-    }
-
-    /// best: layer `name` runs its float form (its int8 form was slower); the report says so.
-    pub fn drop_int8_of(&mut self, name: &str) {
-        for (layer, _) in self
-            .layers
-            .iter_mut()
-            .zip(&self.layer_names)
-            .filter(|(_, n)| *n == name)
-        {
-            layer.drop_int8();
-        }
-        for entry in self.report.iter_mut().filter(|l| l.layer == name) {
-            entry.precision = "fp16".into();
-        }
-    }
-
-    /// Adds the fp16 weights of convolution weights `w` for gathered patches, `[cout][kp]` with
-    /// the patch padded to 16 elements (32 bytes), and returns that tensor-core form.
-    fn push_fp16_patch_weights(&mut self, w: usize, g: Window) -> MmaConv {
-        let patch = g.patch();
-        let kp = round_up(patch, 16);
-        let wf = &self.weights[w];
-        let mut padded = vec![0f32; g.cout * kp];
-        for o in 0..g.cout {
-            padded[o * kp..o * kp + patch].copy_from_slice(&wf[o * patch..(o + 1) * patch]);
-        }
-        self.weights.push(padded);
-        MmaConv {
-            w: self.weights.len() - 1,
-            kp,
-        }
-    }
-
-    /// Removes an elementwise layer that only quantizes a tensor (the graph input's Q/DQ) when
-    /// every reader is an int8 tensor-core convolution that gathers its patches: they quantize
-    /// with the same scale as they read, so they read the unquantized tensor instead.
-    fn drop_redundant_quantization(&mut self) {
-        let outputs: Vec<usize> = self.outputs.iter().map(|o| o.buffer).collect();
-        let mut i = 0;
-        while i < self.layers.len() {
-            let Layer::Unary {
-                x,
-                y,
-                op: UnaryOp::Identity,
-                q,
-                ..
-            } = self.layers[i]
-            else {
-                i += 1;
-                continue;
-            };
-            let readers: Vec<usize> = (0..self.layers.len())
-                .filter(|&r| self.layers[r].reads().contains(&y))
-                .collect();
-            let gathers_at = |layer: &Layer| match layer {
-                Layer::Conv {
-                    x: cx,
-                    int8: Some(f),
-                    mma: Some(_),
-                    ..
-                } => *cx == y && f.x_scale == q && !self.is_nhwc(y),
-                _ => false,
-            };
-            if q > 0.0
-                && !outputs.contains(&y)
-                && !readers.is_empty()
-                && readers.iter().all(|&r| gathers_at(&self.layers[r]))
-            {
-                for &r in &readers {
-                    if let Layer::Conv { x: cx, .. } = &mut self.layers[r] {
-                        *cx = x;
-                    }
-                }
-                self.buffer_sizes[y] = 0;
-                self.layers.remove(i);
-                self.layer_names.remove(i);
-                continue;
-            }
-            i += 1;
-        }
-    }
-}
-
-/// The output of an elementwise layer over NHWC candidates, as (buffer, shape, scale): a Unary,
-/// or a Binary of two activations of the same shape (no broadcasting), all of them candidates.
-fn elementwise_nhwc(
-    layer: &Layer,
-    candidate: &[Option<([usize; 4], f32)>],
-) -> Option<(usize, [usize; 4], f32)> {
-    match layer {
-        Layer::Unary { x, y, q, .. } => candidate[*x].map(|(shape, _)| (*y, shape, *q)),
-        Layer::Binary {
-            a: Operand::Act(a),
-            b: Operand::Act(b),
-            y,
-            a_strides,
-            b_strides,
-            q,
-            ..
-        } if a_strides == b_strides => {
-            let (sa, _) = candidate[*a]?;
-            let (sb, _) = candidate[*b]?;
-            (sa == sb).then_some((*y, sa, *q))
-        }
-        _ => None,
-    }
 }
 
 impl Layer {
@@ -851,6 +632,7 @@ impl Layer {
     pub fn reads(&self) -> Vec<usize> {
         match self {
             Layer::Conv { x, .. }
+            | Layer::DirectConv { x, .. }
             | Layer::Gemm { x, .. }
             | Layer::Unary { x, .. }
             | Layer::Pool { x, .. }
@@ -869,46 +651,95 @@ impl Layer {
 }
 
 impl Planner<'_> {
-    fn scale(&self, tensor: &str) -> f32 {
+    pub(crate) fn scale(&self, tensor: &str) -> f32 {
         self.scales.get(tensor).copied().unwrap_or(0.0)
     }
 
-    fn push(&mut self, name: String, layer: Layer) {
+    pub(crate) fn push(&mut self, name: String, layer: Layer) {
         self.plan.layers.push(layer);
         self.plan.layer_names.push(name);
     }
 
-    fn input(&self, node: &pb::NodeProto, i: usize) -> Result<Value, String> {
+    /// The planned value of a node's input `i`.
+    pub(crate) fn input(&self, node: &pb::NodeProto, i: usize) -> Result<Value, String> {
         let name = node
             .input
             .get(i)
             .filter(|n| !n.is_empty())
             .ok_or_else(|| format!("input {i} missing"))?;
-        self.values
-            .get(name)
-            .cloned()
-            .ok_or_else(|| format!("input {name} is not computed by the graph (constant folding is not supported; fix: fold constants, e.g. with onnxsim)"))
+        self.values.get(name).cloned().ok_or_else(|| {
+            if self.folded.contains_key(name) || self.model.constant(name).is_some() {
+                format!("input {name} is a constant where this operator takes an activation")
+            } else {
+                format!("input {name} is not computed by the graph")
+            }
+        })
     }
 
-    fn is_constant(&self, node: &pb::NodeProto, i: usize) -> bool {
-        node.input
-            .get(i)
-            .is_some_and(|n| self.model.constant(n).is_some())
+    /// Records `value` as tensor `name`.
+    pub(crate) fn set_value(&mut self, name: String, value: Value) {
+        self.values.insert(name, value);
+    }
+
+    /// The constant a tensor holds: folded at plan time, or a weight.
+    fn const_tensor(&self, name: &str) -> Option<ConstTensor> {
+        if let Some(c) = self.folded.get(name) {
+            return Some(c.clone());
+        }
+        self.model.constant(name).and_then(ConstTensor::from_proto)
+    }
+
+    pub(crate) fn is_constant(&self, node: &pb::NodeProto, i: usize) -> bool {
+        node.input.get(i).is_some_and(|n| {
+            !n.is_empty() && (self.folded.contains_key(n) || self.model.constant(n).is_some())
+        })
+    }
+
+    /// Constant input `i` of a node.
+    pub(crate) fn const_input(
+        &self,
+        node: &pb::NodeProto,
+        i: usize,
+    ) -> Result<ConstTensor, String> {
+        let name = node.input.get(i).cloned().unwrap_or_default();
+        self.const_tensor(&name).ok_or_else(|| {
+            format!("{name} must be a constant (a weight, or computed from weights and shapes)")
+        })
+    }
+
+    /// Records a node's first output as a constant folded at plan time.
+    pub(crate) fn fold(&mut self, node: &pb::NodeProto, value: ConstTensor) {
+        if let Some(out) = node.output.first() {
+            self.folded.insert(out.clone(), value);
+        }
+    }
+
+    /// The report says layer `name` ran at the engine's float type.
+    pub(crate) fn report_float(&mut self, name: &str) {
+        for entry in self.plan.report.iter_mut().filter(|l| l.layer == name) {
+            entry.precision = self.float.into();
+        }
     }
 
     /// Float data and dims of a constant input.
-    fn constant(&self, node: &pb::NodeProto, i: usize) -> Result<(Vec<f32>, Vec<usize>), String> {
-        let name = node.input.get(i).cloned().unwrap_or_default();
-        let proto = self
-            .model
-            .constant(&name)
-            .ok_or_else(|| format!("{name} must be a constant initializer"))?;
-        let data = float_data(proto).ok_or_else(|| format!("{name} must be a float32 tensor"))?;
-        Ok((data, proto.dims.iter().map(|&d| d as usize).collect()))
+    pub(crate) fn constant(
+        &self,
+        node: &pb::NodeProto,
+        i: usize,
+    ) -> Result<(Vec<f32>, Vec<usize>), String> {
+        let c = self.const_input(node, i)?;
+        let data = match &c.data {
+            ops::ConstData::F32(v) => v.clone(),
+            ops::ConstData::I64(_) => {
+                let name = node.input.get(i).cloned().unwrap_or_default();
+                return Err(format!("{name} must be a float tensor"));
+            }
+        };
+        Ok((data, c.dims))
     }
 
     /// Weight buffer of a constant input (uploaded once, shared between readers).
-    fn weight(
+    pub(crate) fn weight(
         &mut self,
         node: &pb::NodeProto,
         i: usize,
@@ -925,13 +756,13 @@ impl Planner<'_> {
         Ok(Some(entry))
     }
 
-    fn add_weight(&mut self, data: Vec<f32>) -> usize {
+    pub(crate) fn add_weight(&mut self, data: Vec<f32>) -> usize {
         self.plan.weights.push(data);
         self.plan.weights.len() - 1
     }
 
     /// Whether `tensor` is read by exactly one node and is not a graph output.
-    fn sole_reader(&self, tensor: &str) -> bool {
+    pub(crate) fn sole_reader(&self, tensor: &str) -> bool {
         let g = self.model.graph();
         g.node
             .iter()
@@ -942,7 +773,14 @@ impl Planner<'_> {
     }
 
     /// The int8 form of a GEMM with float weights `w` laid out `[nout][k]` (`nk`) or `[k][nout]`.
-    fn int8_gemm(&mut self, x_scale: f32, w: &[f32], k: usize, nout: usize, nk: bool) -> Int8Gemm {
+    pub(crate) fn int8_gemm(
+        &mut self,
+        x_scale: f32,
+        w: &[f32],
+        k: usize,
+        nout: usize,
+        nk: bool,
+    ) -> Int8Gemm {
         let kp = round_up(k, 32);
         let at = |o: usize, i: usize| if nk { w[o * k + i] } else { w[i * nout + o] };
         let rows: Vec<f32> = (0..nout * k).map(|j| at(j / k, j % k)).collect();
@@ -966,7 +804,7 @@ impl Planner<'_> {
     }
 
     /// Scratch sizes of a GEMM layer (both forms, so best can pick either).
-    fn reserve(&mut self, g: &Window, conv: bool) {
+    pub(crate) fn reserve(&mut self, g: &Window, conv: bool) {
         let (p, ck) = (g.positions(), g.patch());
         if conv {
             self.plan.max_cols = self.plan.max_cols.max(ck * p);
@@ -979,698 +817,34 @@ impl Planner<'_> {
 
     fn node(&mut self, index: usize, node: &pb::NodeProto, label: &str) -> Result<(), String> {
         let out_name = node.output.first().cloned().unwrap_or_default();
-        let q = self.scale(&out_name);
-        let name = label.to_string();
-        let value = match node.op_type.as_str() {
-            "Conv" => self.conv(index, node, name, q)?,
-            "Gemm" | "MatMul" => self.gemm(index, node, name, q)?,
-            "Relu" | "Clip" | "Sigmoid" => {
-                let x = self.input(node, 0)?;
-                let op = match node.op_type.as_str() {
-                    "Relu" => UnaryOp::Relu,
-                    "Sigmoid" => UnaryOp::Sigmoid,
-                    _ => self.clip_bounds(node)?,
-                };
-                if op == UnaryOp::Relu && self.fuse_relu(&x, &node.input[0], q) {
-                    self.values.insert(out_name, Value { q, ..x });
-                    return Ok(());
-                }
-                self.unary(name, x.buffer, x.shape, op, q)
-            }
-            "Add" | "Mul" => self.binary(node, name, q)?,
-            "MaxPool" | "AveragePool" | "GlobalAveragePool" => self.pool(node, name, q)?,
-            "BatchNormalization" => self.batch_norm(node, name, q)?,
-            "Reshape" | "Flatten" => {
-                let x = self.input(node, 0)?;
-                let shape = self.reshaped(node, &x.shape)?;
-                if q > 0.0 && q != x.q {
-                    self.unary(name, x.buffer, shape, UnaryOp::Identity, q)
-                } else {
-                    Value { shape, ..x }
-                }
-            }
-            "Concat" => self.concat(node, name, q)?,
-            "Softmax" => {
-                let x = self.input(node, 0)?;
-                let rank = x.shape.len() as i64;
-                let default = if self.opset >= 13 { -1 } else { 1 };
-                let axis = attr_int(node, "axis").unwrap_or(default);
-                let axis = if axis < 0 { axis + rank } else { axis } as usize;
-                if axis >= x.shape.len() {
-                    return Err(format!("axis {axis} out of range for {:?}", x.shape));
-                }
-                let outer: usize = x.shape[..axis].iter().product();
-                let (len, inner) = if self.opset >= 13 {
-                    (x.shape[axis], x.shape[axis + 1..].iter().product())
-                } else {
-                    // Before opset 13 Softmax flattens everything from `axis` into one row.
-                    (x.shape[axis..].iter().product(), 1)
-                };
-                let y = self.plan.new_buffer(outer * len * inner);
-                self.push(
-                    name,
-                    Layer::Softmax {
-                        x: x.buffer,
-                        y,
-                        outer,
-                        len,
-                        inner,
-                        q,
-                    },
-                );
-                Value {
-                    buffer: y,
-                    shape: x.shape,
-                    q,
-                }
-            }
-            other => {
-                return Err(format!(
-                "operator {other} is not supported by the cuda backend (it runs {SUPPORTED_OPS}; \
-                     fix: use the reference backend for this model)"
-            ))
-            }
+        let n = NodeCtx {
+            index,
+            node,
+            name: label.to_string(),
+            q: self.scale(&out_name),
         };
-        self.values.insert(out_name, value);
+        let family = ops::family_of(&node.op_type).ok_or_else(|| {
+            format!(
+                "operator {} is not supported by the cuda backend (it runs {}; fix: use the \
+                 reference backend for this model)",
+                node.op_type,
+                ops::supported_ops()
+            )
+        })?;
+        if let Some(value) = family.plan(self, &n)? {
+            self.values.insert(out_name, value);
+        }
         Ok(())
     }
-
-    /// An elementwise layer from buffer `x` into a new buffer of the same shape.
-    fn unary(&mut self, name: String, x: usize, shape: Vec<usize>, op: UnaryOp, q: f32) -> Value {
-        let len = shape.iter().product();
-        let y = self.plan.new_buffer(len);
-        self.push(name, Layer::Unary { x, y, len, op, q });
-        Value {
-            buffer: y,
-            shape,
-            q,
-        }
-    }
-
-    /// Fuses a Relu into the Conv/Gemm just planned when that layer's output is read only here.
-    fn fuse_relu(&mut self, x: &Value, tensor: &str, q: f32) -> bool {
-        if !self.sole_reader(tensor) {
-            return false;
-        }
-        if let Some(
-            Layer::Conv {
-                y,
-                relu,
-                q_pre,
-                q: lq,
-                ..
-            }
-            | Layer::Gemm {
-                y,
-                relu,
-                q_pre,
-                q: lq,
-                ..
-            },
-        ) = self.plan.layers.last_mut()
-        {
-            if *y == x.buffer && !*relu {
-                *relu = true;
-                *q_pre = *lq;
-                *lq = q;
-                return true;
-            }
-        }
-        false
-    }
-
-    fn clip_bounds(&self, node: &pb::NodeProto) -> Result<UnaryOp, String> {
-        let bound = |slot: usize, attr: &str, default: f32| -> Result<f32, String> {
-            if self.opset >= 11 {
-                match node.input.get(slot).filter(|n| !n.is_empty()) {
-                    None => Ok(default),
-                    Some(_) => self
-                        .constant(node, slot)
-                        .map(|(d, _)| d.first().copied().unwrap_or(default)),
-                }
-            } else {
-                Ok(attr_float(node, attr).unwrap_or(default))
-            }
-        };
-        Ok(UnaryOp::Clip(
-            bound(1, "min", f32::MIN)?,
-            bound(2, "max", f32::MAX)?,
-        ))
-    }
-
-    fn conv(
-        &mut self,
-        index: usize,
-        node: &pb::NodeProto,
-        name: String,
-        q: f32,
-    ) -> Result<Value, String> {
-        let x = self.input(node, 0)?;
-        let (w, wdims) = self.weight(node, 1)?.ok_or("no weights")?;
-        let b = self.weight(node, 2)?.map(|(b, _)| b);
-        if attr_int(node, "group").unwrap_or(1) != 1 {
-            return Err("grouped convolutions are not supported yet".into());
-        }
-        if ints(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
-            return Err("dilated convolutions are not supported yet".into());
-        }
-        if wdims.len() != 4 {
-            return Err(format!("expects 4-D weights, got {wdims:?}"));
-        }
-        let g = window(node, &x.shape, &wdims[2..], wdims[0])?;
-        if wdims[1] != g.c {
-            return Err(format!(
-                "weights {wdims:?} do not match input {:?}",
-                x.shape
-            ));
-        }
-        check_grid(&g)?;
-        self.reserve(&g, true);
-        let int8 = self.int8_nodes.contains(&index).then(|| {
-            let data = self.plan.weights[w].clone();
-            self.int8_gemm(self.scale(&node.input[0]), &data, g.patch(), g.cout, true)
-        });
-        let y = self.plan.new_buffer(g.cout * g.positions());
-        let conv = Layer::Conv {
-            x: x.buffer,
-            w,
-            b,
-            y,
-            g,
-            relu: false,
-            q_pre: 0.0,
-            q,
-            int8,
-            mma: None,
-        };
-        self.push(name, conv);
-        Ok(Value {
-            buffer: y,
-            shape: vec![g.n, g.cout, g.oh, g.ow],
-            q,
-        })
-    }
-
-    fn gemm(
-        &mut self,
-        index: usize,
-        node: &pb::NodeProto,
-        name: String,
-        q: f32,
-    ) -> Result<Value, String> {
-        let x = self.input(node, 0)?;
-        if !self.is_constant(node, 1) {
-            return Err("the second input must be a constant weight (activation × activation products are not supported yet)".into());
-        }
-        let (mut w, wdims) = self.weight(node, 1)?.ok_or("no weights")?;
-        let matmul = node.op_type == "MatMul";
-        let mut b = if matmul { None } else { self.weight(node, 2)? };
-        let trans_b = !matmul && attr_int(node, "transB").unwrap_or(0) == 1;
-        if !matmul && attr_int(node, "transA").unwrap_or(0) != 0 {
-            return Err("transA=1 is not supported yet".into());
-        }
-        // alpha·A·B + beta·C: alpha and beta are folded into the weights and the bias.
-        let alpha = attr_float(node, "alpha").filter(|_| !matmul).unwrap_or(1.0);
-        let beta = attr_float(node, "beta").filter(|_| !matmul).unwrap_or(1.0);
-        if alpha != 1.0 {
-            let scaled = self.plan.weights[w].iter().map(|v| v * alpha).collect();
-            w = self.add_weight(scaled);
-        }
-        if let Some((bias, dims)) = b.as_ref().filter(|_| beta != 1.0) {
-            let scaled = self.plan.weights[*bias].iter().map(|v| v * beta).collect();
-            b = Some((self.add_weight(scaled), dims.clone()));
-        }
-        let rank_ok = if matmul {
-            x.shape.len() >= 2
-        } else {
-            x.shape.len() == 2
-        };
-        if !rank_ok || wdims.len() != 2 {
-            return Err(format!(
-                "weights {wdims:?} with input {:?} are not supported (2-D weights and a {} input only)",
-                x.shape,
-                if matmul { "≥2-D" } else { "2-D" }
-            ));
-        }
-        let (k, nout) = if trans_b {
-            (wdims[1], wdims[0])
-        } else {
-            (wdims[0], wdims[1])
-        };
-        if x.shape[x.shape.len() - 1] != k {
-            return Err(format!(
-                "input {:?} does not match weights {wdims:?}",
-                x.shape
-            ));
-        }
-        if let Some((_, bdims)) = &b {
-            if bdims.iter().product::<usize>() != nout {
-                return Err(format!(
-                    "bias {bdims:?} must have {nout} elements (per-output bias only)"
-                ));
-            }
-        }
-        let batch: usize = x.shape[..x.shape.len() - 1].iter().product();
-        let mut shape = x.shape.clone();
-        *shape.last_mut().expect("rank ≥ 2") = nout;
-        self.reserve(&Window::dense(batch, k, nout), false);
-        if self.int8_nodes.contains(&index) {
-            // The int8 epilogue puts output channels and rows on the grid's y and z axes.
-            check_grid(&Window::dense(batch, k, nout))?;
-        }
-        let int8 = self.int8_nodes.contains(&index).then(|| {
-            let data = self.plan.weights[w].clone();
-            self.int8_gemm(self.scale(&node.input[0]), &data, k, nout, trans_b)
-        });
-        let y = self.plan.new_buffer(batch * nout);
-        let b = b.map(|(b, _)| b);
-        let layer = Layer::Gemm {
-            x: x.buffer,
-            w,
-            b,
-            y,
-            batch,
-            k,
-            nout,
-            trans_b,
-            relu: false,
-            q_pre: 0.0,
-            q,
-            int8,
-        };
-        self.push(name, layer);
-        Ok(Value {
-            buffer: y,
-            shape,
-            q,
-        })
-    }
-
-    fn operand(&mut self, node: &pb::NodeProto, i: usize) -> Result<(Operand, Vec<usize>), String> {
-        if self.is_constant(node, i) {
-            let (w, dims) = self.weight(node, i)?.ok_or("missing input")?;
-            Ok((Operand::Weight(w), dims))
-        } else {
-            let v = self.input(node, i)?;
-            Ok((Operand::Act(v.buffer), v.shape))
-        }
-    }
-
-    fn binary(&mut self, node: &pb::NodeProto, name: String, q: f32) -> Result<Value, String> {
-        let (a, ashape) = self.operand(node, 0)?;
-        let (b, bshape) = self.operand(node, 1)?;
-        if matches!((a, b), (Operand::Weight(_), Operand::Weight(_))) {
-            return Err(
-                "both inputs are constants (fix: fold constants, e.g. with onnxsim)".into(),
-            );
-        }
-        let shape = broadcast(&ashape, &bshape)?;
-        if shape.len() > 4 {
-            return Err(format!(
-                "broadcasting over {} dimensions is not supported (at most 4)",
-                shape.len()
-            ));
-        }
-        let dims = pad4(&shape);
-        let (a_strides, b_strides) = (strides4(&ashape), strides4(&bshape));
-        let y = self.plan.new_buffer(shape.iter().product());
-        let mul = node.op_type == "Mul";
-        self.push(
-            name,
-            Layer::Binary {
-                a,
-                b,
-                y,
-                mul,
-                dims,
-                a_strides,
-                b_strides,
-                q,
-            },
-        );
-        Ok(Value {
-            buffer: y,
-            shape,
-            q,
-        })
-    }
-
-    fn pool(&mut self, node: &pb::NodeProto, name: String, q: f32) -> Result<Value, String> {
-        let x = self.input(node, 0)?;
-        if ints(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1))
-            || attr_int(node, "ceil_mode").unwrap_or(0) != 0
-        {
-            return Err("dilations and ceil_mode are not supported yet".into());
-        }
-        let c = x.shape.get(1).copied().unwrap_or(0);
-        let g = if node.op_type == "GlobalAveragePool" {
-            if x.shape.len() != 4 {
-                return Err(format!("expects a 4-D NCHW input, got {:?}", x.shape));
-            }
-            let (h, w) = (x.shape[2], x.shape[3]);
-            Window {
-                n: x.shape[0],
-                c,
-                h,
-                w,
-                cout: c,
-                kh: h,
-                kw: w,
-                sh: 1,
-                sw: 1,
-                ph: 0,
-                pw: 0,
-                oh: 1,
-                ow: 1,
-            }
-        } else {
-            let kernel = ints(node, "kernel_shape").ok_or("no kernel_shape")?;
-            window(node, &x.shape, &kernel, c)?
-        };
-        check_grid(&g)?;
-        let avg = node.op_type != "MaxPool";
-        let count_include_pad = attr_int(node, "count_include_pad").unwrap_or(0) == 1;
-        let y = self.plan.new_buffer(g.n * g.c * g.oh * g.ow);
-        self.push(
-            name,
-            Layer::Pool {
-                x: x.buffer,
-                y,
-                g,
-                avg,
-                count_include_pad,
-                q,
-            },
-        );
-        Ok(Value {
-            buffer: y,
-            shape: vec![g.n, g.c, g.oh, g.ow],
-            q,
-        })
-    }
-
-    /// BatchNormalization (inference form): folded into the Conv before it when that Conv's
-    /// output is read only here and is not quantized; a per-channel affine layer otherwise.
-    fn batch_norm(&mut self, node: &pb::NodeProto, name: String, q: f32) -> Result<Value, String> {
-        let x = self.input(node, 0)?;
-        let eps = attr_float(node, "epsilon").unwrap_or(1e-5);
-        let param = |i: usize| self.constant(node, i).map(|(d, _)| d);
-        let (gamma, beta, mean, var) = (param(1)?, param(2)?, param(3)?, param(4)?);
-        let channels = x.shape.get(1).copied().unwrap_or(0);
-        if [&gamma, &beta, &mean, &var]
-            .iter()
-            .any(|p| p.len() != channels)
-        {
-            return Err(format!(
-                "parameters must have {channels} elements (input {:?})",
-                x.shape
-            ));
-        }
-        let scale: Vec<f32> = gamma
-            .iter()
-            .zip(&var)
-            .map(|(g, v)| g / (v + eps).sqrt())
-            .collect();
-        let shift: Vec<f32> = (0..channels)
-            .map(|c| beta[c] - mean[c] * scale[c])
-            .collect();
-        let sole = self.sole_reader(&node.input[0]);
-        if let Some(Layer::Conv {
-            y,
-            w,
-            b,
-            relu: false,
-            q: conv_q,
-            int8: None,
-            g,
-            ..
-        }) = self.plan.layers.last()
-        {
-            if *y == x.buffer && sole && g.cout == channels && *conv_q == 0.0 {
-                let (w_old, b_old, per) = (*w, *b, g.patch());
-                let weights = &self.plan.weights;
-                let folded: Vec<f32> = weights[w_old]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| v * scale[i / per])
-                    .collect();
-                let bias: Vec<f32> = (0..channels)
-                    .map(|c| b_old.map_or(0.0, |b| weights[b][c]) * scale[c] + shift[c])
-                    .collect();
-                let (nw, nb) = (self.add_weight(folded), self.add_weight(bias));
-                if let Some(Layer::Conv { w, b, q: lq, .. }) = self.plan.layers.last_mut() {
-                    (*w, *b, *lq) = (nw, Some(nb), q);
-                }
-                return Ok(Value { q, ..x });
-            }
-        }
-        let len: usize = x.shape.iter().product();
-        let inner = x.shape[2..].iter().product();
-        let (scale, shift) = (self.add_weight(scale), self.add_weight(shift));
-        let y = self.plan.new_buffer(len);
-        self.push(
-            name,
-            Layer::Affine {
-                x: x.buffer,
-                y,
-                scale,
-                shift,
-                channels,
-                inner,
-                len,
-                q,
-            },
-        );
-        Ok(Value {
-            buffer: y,
-            shape: x.shape,
-            q,
-        })
-    }
-
-    fn concat(&mut self, node: &pb::NodeProto, name: String, q: f32) -> Result<Value, String> {
-        let first = self.input(node, 0)?;
-        let rank = first.shape.len() as i64;
-        let axis = attr_int(node, "axis").ok_or("no axis")?;
-        let axis = if axis < 0 { axis + rank } else { axis } as usize;
-        if axis >= first.shape.len() {
-            return Err(format!("axis {axis} out of range for {:?}", first.shape));
-        }
-        let outer: usize = first.shape[..axis].iter().product();
-        let inner: usize = first.shape[axis + 1..].iter().product();
-        let mut shape = first.shape.clone();
-        shape[axis] = 0;
-        let mut parts = Vec::new();
-        for i in 0..node.input.len() {
-            let v = self.input(node, i)?;
-            let same = v.shape.len() == shape.len()
-                && v.shape
-                    .iter()
-                    .zip(&shape)
-                    .enumerate()
-                    .all(|(d, (a, b))| d == axis || a == b);
-            if !same {
-                return Err(format!(
-                    "input {i} {:?} does not match {:?} outside axis {axis}",
-                    v.shape, first.shape
-                ));
-            }
-            shape[axis] += v.shape[axis];
-            parts.push((v.buffer, v.shape[axis] * inner));
-        }
-        let total = shape[axis] * inner;
-        let y = self.plan.new_buffer(outer * total);
-        self.push(
-            name,
-            Layer::Concat {
-                parts,
-                y,
-                outer,
-                total,
-                q,
-            },
-        );
-        Ok(Value {
-            buffer: y,
-            shape,
-            q,
-        })
-    }
-
-    fn reshaped(&self, node: &pb::NodeProto, shape: &[usize]) -> Result<Vec<usize>, String> {
-        let total: usize = shape.iter().product();
-        if node.op_type == "Flatten" {
-            let axis = attr_int(node, "axis").unwrap_or(1);
-            let axis = if axis < 0 {
-                axis + shape.len() as i64
-            } else {
-                axis
-            } as usize;
-            let head: usize = shape[..axis.min(shape.len())].iter().product();
-            return Ok(vec![head, total / head.max(1)]);
-        }
-        let name = node.input.get(1).cloned().unwrap_or_default();
-        let proto = self
-            .model
-            .constant(&name)
-            .ok_or("the target shape must be a constant initializer")?;
-        reshape(shape, &int64s(proto))
-    }
-}
-
-/// The convolution and pooling kernels put patch rows, channels and images on the y and z axes of
-/// the CUDA grid, which hold at most 65535 blocks.
-fn check_grid(g: &Window) -> Result<(), String> {
-    let largest = g.patch().max(g.cout).max(g.c).max(g.n);
-    if largest > 65_535 {
-        return Err(format!(
-            "{} input channels × {}×{} window, {} output channels, {} rows: more than the cuda \
-             backend's grid takes (65535 per axis) — this shape is not supported; fix: a smaller \
-             batch, or the reference backend",
-            g.c, g.kh, g.kw, g.cout, g.n
-        ));
-    }
-    Ok(())
-}
-
-/// Numpy broadcasting of two shapes.
-fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
-    let rank = a.len().max(b.len());
-    let dim = |s: &[usize], i: usize| {
-        if i + s.len() >= rank {
-            s[i + s.len() - rank]
-        } else {
-            1
-        }
-    };
-    (0..rank)
-        .map(|i| match (dim(a, i), dim(b, i)) {
-            (x, y) if x == y || y == 1 => Ok(x),
-            (1, y) => Ok(y),
-            _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
-        })
-        .collect()
-}
-
-/// A shape left-padded with 1s to rank 4.
-fn pad4(shape: &[usize]) -> [usize; 4] {
-    let mut out = [1; 4];
-    out[4 - shape.len()..].copy_from_slice(shape);
-    out
-}
-
-/// Strides of `shape` padded to rank 4 (0 along its size-1 dimensions, which broadcast).
-fn strides4(shape: &[usize]) -> [usize; 4] {
-    let own = pad4(shape);
-    let mut strides = [0; 4];
-    let mut step = 1;
-    for i in (0..4).rev() {
-        strides[i] = if own[i] == 1 { 0 } else { step };
-        step *= own[i];
-    }
-    strides
-}
-
-fn int64s(t: &pb::TensorProto) -> Vec<i64> {
-    if !t.raw_data.is_empty() {
-        t.raw_data
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect()
-    } else {
-        t.int64_data.clone()
-    }
-}
-
-/// ONNX Reshape semantics: 0 copies the input dimension, one -1 takes the rest.
-fn reshape(input: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
-    let total: usize = input.iter().product();
-    let mut shape: Vec<usize> = Vec::with_capacity(target.len());
-    let mut infer = None;
-    for (i, &d) in target.iter().enumerate() {
-        match d {
-            0 => shape.push(*input.get(i).ok_or("0 in the shape past the input's rank")?),
-            -1 if infer.is_none() => {
-                infer = Some(i);
-                shape.push(1);
-            }
-            d if d > 0 => shape.push(d as usize),
-            d => {
-                return Err(format!(
-                    "invalid dimension {d} in the target shape {target:?}"
-                ))
-            }
-        }
-    }
-    let known: usize = shape.iter().product();
-    if let Some(i) = infer {
-        if known == 0 || !total.is_multiple_of(known) {
-            return Err(format!("cannot reshape {input:?} to {target:?}"));
-        }
-        shape[i] = total / known;
-    }
-    if shape.iter().product::<usize>() != total {
-        return Err(format!("cannot reshape {input:?} to {target:?}"));
-    }
-    Ok(shape)
-}
-
-/// Window geometry from kernel_shape/strides/pads (explicit pads only).
-fn window(
-    node: &pb::NodeProto,
-    x: &[usize],
-    kernel: &[usize],
-    cout: usize,
-) -> Result<Window, String> {
-    if x.len() != 4 || kernel.len() != 2 {
-        return Err(format!(
-            "expects a 4-D NCHW input and a 2-D window, got {x:?} and {kernel:?}"
-        ));
-    }
-    let auto_pad = node
-        .attribute
-        .iter()
-        .find(|a| a.name == "auto_pad")
-        .map(|a| String::from_utf8_lossy(&a.s).to_string());
-    if auto_pad
-        .as_deref()
-        .is_some_and(|p| p != "NOTSET" && p != "VALID")
-    {
-        return Err("auto_pad SAME_* is not supported yet (export with explicit pads)".into());
-    }
-    let strides = ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
-    let pads = ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
-    if pads.len() != 4 || pads[0] != pads[2] || pads[1] != pads[3] {
-        return Err(format!("asymmetric pads {pads:?} are not supported yet"));
-    }
-    let out = |size: usize, k: usize, s: usize, p: usize| -> Result<usize, String> {
-        (size + 2 * p)
-            .checked_sub(k)
-            .map(|v| v / s.max(1) + 1)
-            .ok_or_else(|| format!("window {kernel:?} larger than input {x:?}"))
-    };
-    Ok(Window {
-        n: x[0],
-        c: x[1],
-        h: x[2],
-        w: x[3],
-        cout,
-        kh: kernel[0],
-        kw: kernel[1],
-        sh: strides[0],
-        sw: strides[1],
-        ph: pads[0],
-        pw: pads[1],
-        oh: out(x[2], kernel[0], strides[0], pads[0])?,
-        ow: out(x[3], kernel[1], strides[1], pads[1])?,
-    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::ops::{broadcast, pad4, reshape, strides4};
     use super::*;
     use crate::cache::CalibrationCache;
     use crate::matrix::Precision;
+    use crate::model::onnx::float_data;
     use crate::model::onnx::float_tensor;
     use crate::model::precision::plan as precision_plan;
     use std::path::{Path, PathBuf};
@@ -1902,10 +1076,10 @@ mod tests {
     #[test]
     fn unsupported_operator_names_the_node() {
         let mut model = digits();
-        model.graph_mut().node[1].op_type = "Tanh".into();
+        model.graph_mut().node[1].op_type = "Hardmax".into();
         let err = fp32(&model, 1).unwrap_err();
         assert!(
-            err.contains("Tanh") && err.contains("reference backend"),
+            err.contains("Hardmax") && err.contains("reference backend"),
             "{err}"
         );
     }

@@ -128,12 +128,39 @@ __device__ void dequant_rows(const int* acc, const float* scale, const T* bias, 
 template <typename T>
 __device__ void epilogue(T* y, int n, int relu, float q_pre, float q) { LOOP(n) { st(y, i, finish(ld(y, i), q_pre, relu, q)); } }
 
-// op: 0 identity, 1 relu, 2 clip(lo, hi), 3 sigmoid.
+// op: 0 identity, 1 relu, 2 clip(lo, hi), 3 sigmoid, 4 tanh, 5 leaky relu (alpha lo),
+// 6 hard sigmoid (alpha lo, beta hi), 7 hard swish, 8 erf, 9 gelu, 10 gelu (tanh form), 11 sqrt,
+// 12 exp, 13 neg, 14 abs (UnaryOp::code).
 __device__ __forceinline__ float unary_op(float v, int op, float lo, float hi) {
-    if (op == 1) v = fmaxf(v, 0.0f);
-    else if (op == 2) v = fminf(fmaxf(v, lo), hi);
-    else if (op == 3) v = 1.0f / (1.0f + expf(-v));
-    return v;
+    switch (op) {
+    case 1: return fmaxf(v, 0.0f);
+    case 2: return fminf(fmaxf(v, lo), hi);
+    case 3: return 1.0f / (1.0f + expf(-v));
+    case 4: return tanhf(v);
+    case 5: return v >= 0.0f ? v : lo * v;
+    case 6: return fminf(fmaxf(lo * v + hi, 0.0f), 1.0f);
+    case 7: return v * fminf(fmaxf(v / 6.0f + 0.5f, 0.0f), 1.0f);
+    case 8: return erff(v);
+    case 9: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    case 10: return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    case 11: return sqrtf(v);
+    case 12: return expf(v);
+    case 13: return -v;
+    case 14: return fabsf(v);
+    default: return v;
+    }
+}
+// op: 0 add, 1 mul, 2 sub, 3 div, 4 pow, 5 max, 6 min (BinaryOp::code).
+__device__ __forceinline__ float binary_op(float u, float v, int op) {
+    switch (op) {
+    case 1: return u * v;
+    case 2: return u - v;
+    case 3: return u / v;
+    case 4: return powf(u, v);
+    case 5: return fmaxf(u, v);
+    case 6: return fminf(u, v);
+    default: return u + v;
+    }
 }
 template <typename T>
 __device__ void unary(const T* x, T* y, int n, int op, float lo, float hi, float q) {
@@ -142,12 +169,12 @@ __device__ void unary(const T* x, T* y, int n, int op, float lo, float hi, float
 
 // y = a (+|*) b over dims d0..d3 with per-operand strides (0 where broadcast).
 template <typename T>
-__device__ void binary(const T* a, const T* b, T* y, int mul, int d1, int d2, int d3, int n,
+__device__ void binary(const T* a, const T* b, T* y, int op, int d1, int d2, int d3, int n,
                        int a0, int a1, int a2, int a3, int b0, int b1, int b2, int b3, float q) {
     LOOP(n) {
         int i3 = i % d3, i2 = (i / d3) % d2, i1 = (i / (d3 * d2)) % d1, i0 = i / (d3 * d2 * d1);
         float u = ld(a, i0 * a0 + i1 * a1 + i2 * a2 + i3 * a3), v = ld(b, i0 * b0 + i1 * b1 + i2 * b2 + i3 * b3);
-        st(y, i, fq(mul ? u * v : u + v, q));
+        st(y, i, fq(binary_op(u, v, op), q));
     }
 }
 
@@ -169,6 +196,29 @@ __device__ void pool(const T* x, T* y, int C, int H, int W, int KH, int KW, int 
         }
     if (avg) m /= (float)(include_pad ? KH * KW : (count > 0 ? count : 1));
     st(y, nc * OH * OW + pos, fq(m, q));
+}
+
+// Grouped (depthwise) and dilated convolution, computed directly: y[n, co, oh, ow] = bias[co] +
+// sum over the group's input channels and the dilated window; grid (OH*OW, Cout, N).
+template <typename T>
+__device__ void conv_direct(const T* x, const T* w, const T* bias, T* y, int N, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW,
+                            int Cout, int groups, int DH, int DW, int relu, float q_pre, float q) {
+    POS3
+    int co = blockIdx.y, cpg = C / groups, g = co / (Cout / groups);
+    float acc = bias ? ld(bias, co) : 0.0f;
+    for (int ci = 0; ci < cpg; ++ci) {
+        const int c = g * cpg + ci;
+        for (int kh = 0; kh < KH; ++kh) {
+            int h = oh * SH - PH + kh * DH;
+            if (h < 0 || h >= H) continue;
+            for (int kw = 0; kw < KW; ++kw) {
+                int ww = ow * SW - PW + kw * DW;
+                if (ww < 0 || ww >= W) continue;
+                acc += ld(x, ((n * C + c) * H + h) * W + ww) * ld(w, ((co * cpg + ci) * KH + kh) * KW + kw);
+            }
+        }
+    }
+    st(y, (n * Cout + co) * OH * OW + pos, finish(acc, q_pre, relu, q));
 }
 
 template <typename T>
@@ -550,7 +600,8 @@ extern "C" __global__ void dequant_##NAME(const int* a, const float* s, const T*
 extern "C" __global__ void dequant_rows_##NAME(const int* a, const float* s, const T* b, T* o, int rows, int Co, int PP, int r, float qp, float q) { dequant_rows<T>(a, s, b, o, rows, Co, PP, r, qp, q); } \
 extern "C" __global__ void epilogue_##NAME(T* y, int n, int r, float qp, float q) { epilogue<T>(y, n, r, qp, q); } \
 extern "C" __global__ void unary_##NAME(const T* x, T* y, int n, int op, float lo, float hi, float q) { unary<T>(x, y, n, op, lo, hi, q); } \
-extern "C" __global__ void binary_##NAME(const T* a, const T* b, T* y, int mul, int d1, int d2, int d3, int n, int a0, int a1, int a2, int a3, int b0, int b1, int b2, int b3, float q) { binary<T>(a, b, y, mul, d1, d2, d3, n, a0, a1, a2, a3, b0, b1, b2, b3, q); } \
+extern "C" __global__ void binary_##NAME(const T* a, const T* b, T* y, int op, int d1, int d2, int d3, int n, int a0, int a1, int a2, int a3, int b0, int b1, int b2, int b3, float q) { binary<T>(a, b, y, op, d1, d2, d3, n, a0, a1, a2, a3, b0, b1, b2, b3, q); } \
+extern "C" __global__ void conv_direct_##NAME(const T* x, const T* w, const T* b, T* y, WINDOW, int Cout, int groups, int DH, int DW, int r, float qp, float q) { conv_direct<T>(x, w, b, y, WARGS, Cout, groups, DH, DW, r, qp, q); } \
 extern "C" __global__ void pool_##NAME(const T* x, T* y, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW, int avg, int ip, float q) { pool<T>(x, y, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, avg, ip, q); } \
 extern "C" __global__ void affine_##NAME(const T* x, T* y, const T* s, const T* b, int C, int inner, int n, float q) { affine<T>(x, y, s, b, C, inner, n, q); } \
 extern "C" __global__ void concat_##NAME(const T* x, T* y, int outer, int chunk, int total, int offset, float q) { concat<T>(x, y, outer, chunk, total, offset, q); } \
@@ -578,13 +629,13 @@ extern "C" __global__ void unary_q8(const unsigned* x, unsigned* y, int words, i
         y[i] = out;
     }
 }
-extern "C" __global__ void binary_q8(const unsigned* a, const unsigned* b, unsigned* y, int words, int mul, float sa, float sb, float q) {
+extern "C" __global__ void binary_q8(const unsigned* a, const unsigned* b, unsigned* y, int words, int op, float sa, float sb, float q) {
     float inv_q = inverse(q);
     LOOP(words) {
         unsigned wa = a[i], wb = b[i], out = 0u;
         for (int e = 0; e < 4; ++e) {
             float u = code_at(wa, e, sa), v = code_at(wb, e, sb);
-            out |= (unsigned)(code8(mul ? u * v : u + v, q, inv_q) & 0xff) << (8 * e);
+            out |= (unsigned)(code8(binary_op(u, v, op), q, inv_q) & 0xff) << (8 * e);
         }
         y[i] = out;
     }

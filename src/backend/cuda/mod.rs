@@ -20,6 +20,8 @@
 
 mod gemm;
 pub mod graph;
+mod layout;
+mod ops;
 mod profile;
 mod statistics;
 mod tensor_cores;
@@ -43,7 +45,7 @@ use crate::model::tensor::{Tensor, TensorSpec};
 use gemm::{Epilogue, Gemm, GemmKind, GemmShape, Lt};
 use graph::{Layer, Operand, Plan};
 
-pub use graph::SUPPORTED_OPS;
+pub use ops::supported_ops;
 pub use profile::{profile_model, GemmProfile, LayerProfile};
 
 const KERNELS: &str = include_str!("kernels.cu");
@@ -350,6 +352,7 @@ impl Element for half::f16 {
 /// The kernels of `kernels.cu` for one element type.
 struct Kernels {
     im2col: CudaFunction,
+    conv_direct: CudaFunction,
     im2col_q8: CudaFunction,
     conv_mma_i8: CudaFunction,
     conv_mma_f16: CudaFunction,
@@ -468,6 +471,7 @@ impl<T: Element> CudaEngine<T> {
         };
         let kernels = Kernels {
             im2col: load("im2col")?,
+            conv_direct: load("conv_direct")?,
             im2col_q8: load("im2col_q8")?,
             conv_mma_i8: load("conv_mma_i8")?,
             conv_mma_f16: load("conv_mma_f16")?,
@@ -657,6 +661,28 @@ impl<T: Element> CudaEngine<T> {
                     }
                 }
             }
+            Layer::DirectConv {
+                x,
+                w,
+                b,
+                y,
+                g,
+                groups,
+                dil,
+                relu,
+                q_pre,
+                q,
+            } => {
+                let mut args = vec![P(act(*x)), P(wt(*w)), P(b.map_or(0, wt)), P(act(*y))];
+                args.extend(window(g, g.c));
+                args.extend([g.cout, *groups, dil[0], dil[1]].map(|v| I(v as i32)));
+                args.extend([I(*relu as i32), F(*q_pre), F(*q)]);
+                launch(
+                    &self.kernels.conv_direct,
+                    grid3(g.oh * g.ow, g.cout, g.n),
+                    &args,
+                )?;
+            }
             Layer::Gemm {
                 x,
                 b,
@@ -737,7 +763,7 @@ impl<T: Element> CudaEngine<T> {
                 a,
                 b,
                 y,
-                mul,
+                op,
                 dims,
                 a_strides,
                 b_strides,
@@ -748,7 +774,7 @@ impl<T: Element> CudaEngine<T> {
                     Operand::Weight(w) => wt(*w),
                 };
                 let n: usize = dims.iter().product();
-                let mut args = vec![P(operand(a)), P(operand(b)), P(act(*y)), I(*mul as i32)];
+                let mut args = vec![P(operand(a)), P(operand(b)), P(act(*y)), I(op.code())];
                 args.extend([dims[1], dims[2], dims[3], n].map(|v| I(v as i32)));
                 args.extend(a_strides.iter().chain(b_strides).map(|&v| I(v as i32)));
                 args.push(F(*q));

@@ -163,7 +163,7 @@ impl<T: Element> CudaEngine<T> {
                 a: Operand::Act(a),
                 b: Operand::Act(b),
                 y,
-                mul,
+                op,
                 dims,
                 q,
                 ..
@@ -175,7 +175,7 @@ impl<T: Element> CudaEngine<T> {
                     act(*b),
                     act(*y),
                     I(words),
-                    I(*mul as i32),
+                    I(op.code()),
                     scale(*a),
                     scale(*b),
                     F(*q),

@@ -163,6 +163,8 @@ pub enum UnaryOp {
     Neg,
     /// |x|.
     Abs,
+    /// x rounded to the nearest float16 (a Cast to float16 on the data path).
+    ToFp16,
 }
 
 impl UnaryOp {
@@ -184,6 +186,7 @@ impl UnaryOp {
             UnaryOp::Exp => (12, 0.0, 0.0),
             UnaryOp::Neg => (13, 0.0, 0.0),
             UnaryOp::Abs => (14, 0.0, 0.0),
+            UnaryOp::ToFp16 => (15, 0.0, 0.0),
         }
     }
 }

@@ -130,7 +130,7 @@ __device__ void epilogue(T* y, int n, int relu, float q_pre, float q) { LOOP(n) 
 
 // op: 0 identity, 1 relu, 2 clip(lo, hi), 3 sigmoid, 4 tanh, 5 leaky relu (alpha lo),
 // 6 hard sigmoid (alpha lo, beta hi), 7 hard swish, 8 erf, 9 gelu, 10 gelu (tanh form), 11 sqrt,
-// 12 exp, 13 neg, 14 abs (UnaryOp::code).
+// 12 exp, 13 neg, 14 abs, 15 round to float16 (UnaryOp::code).
 __device__ __forceinline__ float unary_op(float v, int op, float lo, float hi) {
     switch (op) {
     case 1: return fmaxf(v, 0.0f);
@@ -147,6 +147,7 @@ __device__ __forceinline__ float unary_op(float v, int op, float lo, float hi) {
     case 12: return expf(v);
     case 13: return -v;
     case 14: return fabsf(v);
+    case 15: return __half2float(__float2half_rn(v));
     default: return v;
     }
 }

@@ -74,9 +74,19 @@ struct StoredPlan {
     plan: Plan,
 }
 
+/// Version of the stored plan's form; a new form never loads engines stored in an old one.
+const PLAN_FORM: u32 = 2;
+
 impl Backend for CudaBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Cuda
+    }
+
+    fn version(&self) -> String {
+        format!(
+            "cuda/calibench-{}/plan-{PLAN_FORM}",
+            env!("CARGO_PKG_VERSION")
+        )
     }
 
     fn build(&self, request: &BuildRequest<'_>) -> Result<Box<dyn Engine>, BackendError> {

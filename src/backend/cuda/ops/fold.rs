@@ -173,8 +173,13 @@ impl OpFamily for Folding {
                 let float = matches!(to, 1 | 10 | 11 | 16);
                 if !p.is_constant(node, 0) {
                     let x = p.input(node, 0)?;
+                    if to == 10 {
+                        // To float16 on the data path: rounded as the cast rounds.
+                        let op = crate::backend::cuda::graph::UnaryOp::ToFp16;
+                        return Ok(Some(p.unary(n.name.clone(), x.buffer, x.shape, op, n.q)));
+                    }
                     if float {
-                        // A float → float cast on the data path: the engine's type decides.
+                        // To float or double: the engine's type decides.
                         return Ok(Some(x));
                     }
                     return Err(format!(

@@ -22,7 +22,8 @@ mkdir -p "$OUT"
 models=()
 [ -f fixtures/ppocr-cls/ch_ppocr_mobile_v2.0_cls_infer.onnx ] &&
   models+=("ppocr-cls|fixtures/ppocr-cls/ch_ppocr_mobile_v2.0_cls_infer.onnx|1, 3, 48, 192")
-for m in ppocr-det:"1, 3, 320, 320" ppocr-rec:"1, 3, 48, 320" resnet50:"1, 3, 224, 224" mobilenet_v2:"1, 3, 224, 224"; do
+for m in ppocr-det:"1, 3, 320, 320" ppocr-rec:"1, 3, 48, 320" resnet50:"1, 3, 224, 224" mobilenet_v2:"1, 3, 224, 224" \
+  mobilenet_v3_small:"1, 3, 224, 224" efficientnet_b0:"1, 3, 224, 224"; do
   name=${m%%:*}
   [ -f "fixtures/real/$name.onnx" ] && models+=("$name|fixtures/real/$name.onnx|${m#*:}")
 done

@@ -144,6 +144,42 @@ const MUST_PASS: &[&str] = &[
     "test_squeeze",
     "test_squeeze_negative_axes",
     "test_cast_FLOAT_to_FLOAT16",
+    "test_transpose_default",
+    "test_transpose_all_permutations_0",
+    "test_transpose_all_permutations_1",
+    "test_transpose_all_permutations_2",
+    "test_transpose_all_permutations_3",
+    "test_transpose_all_permutations_4",
+    "test_transpose_all_permutations_5",
+    "test_split_1d_uneven_split_opset18",
+    "test_split_2d_uneven_split_opset18",
+    "test_split_equal_parts_1d_opset13",
+    "test_split_equal_parts_1d_opset18",
+    "test_split_equal_parts_2d_opset13",
+    "test_split_equal_parts_default_axis_opset13",
+    "test_split_variable_parts_1d_opset13",
+    "test_split_variable_parts_2d_opset13",
+    "test_split_variable_parts_default_axis_opset13",
+    "test_slice",
+    "test_slice_default_axes",
+    "test_slice_default_steps",
+    "test_slice_end_out_of_bounds",
+    "test_slice_neg",
+    "test_slice_neg_steps",
+    "test_slice_negative_axes",
+    "test_slice_start_out_of_bounds",
+    "test_resize_upsample_scales_nearest",
+    "test_resize_downsample_scales_nearest",
+    "test_resize_upsample_sizes_nearest",
+    "test_resize_downsample_sizes_nearest",
+    "test_resize_upsample_scales_linear",
+    "test_resize_upsample_scales_linear_align_corners",
+    "test_resize_downsample_scales_linear",
+    "test_resize_downsample_scales_linear_align_corners",
+    "test_resize_downsample_sizes_linear_pytorch_half_pixel",
+    "test_resize_upsample_sizes_nearest_ceil_half_pixel",
+    "test_resize_upsample_sizes_nearest_floor_align_corners",
+    "test_resize_upsample_sizes_nearest_round_prefer_ceil_asymmetric",
 ];
 
 /// Without a GPU (CI), the planner still sees every operator case: the cases the backend runs
@@ -1079,38 +1115,48 @@ fn minmax_cache(model: &Path, data: &Path, dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn torch_export_patterns_plan_at_every_precision() {
-    // Constant and Identity nodes, Shape → Gather → Unsqueeze → Concat → Reshape, Sub/Div
-    // normalization, depthwise and dilated convolutions, HardSwish, HardSigmoid, SiLU,
-    // LeakyRelu, a squeeze-excite Mul: a raw torch.onnx.export (no constant folding).
+    // mobile: Constant and Identity nodes, Shape → Gather → Unsqueeze → Concat → Reshape,
+    // Sub/Div normalization, depthwise and dilated convolutions, HardSwish, HardSigmoid, SiLU,
+    // LeakyRelu, a squeeze-excite Mul (a raw torch.onnx.export, no constant folding). yolo:
+    // Slice of activations, Concat, nearest and bilinear Resize with sizes computed from
+    // shapes, Transpose.
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/torch-patterns");
-    let model = root.join("mobile.onnx");
-    let cache = minmax_cache(&model, &root.join("mobile.calib.npy"), dir.path());
-    for precision in [
-        Precision::Fp32,
-        Precision::Fp16,
-        Precision::Int8,
-        Precision::Best,
-    ] {
-        for batch in [1, 8, 1024] {
-            let c = precision.needs_cache().then_some(cache.as_path());
-            let plan = plan_at(&model, precision, c, batch)
-                .unwrap_or_else(|e| panic!("{precision:?} b{batch}: {e}"));
-            assert_eq!(plan.outputs[0].spec.shape, [batch, 10]);
-            let kinds: Vec<&str> = plan.layers.iter().map(|l| l.kind()).collect();
-            assert!(
-                kinds.contains(&"conv (grouped)") && kinds.contains(&"conv (dilated)"),
-                "{kinds:?}"
-            );
-            if precision == Precision::Int8 {
-                // The depthwise convolution has int8 scales but runs on the direct kernel:
-                // the per-layer list says fp32, not int8.
-                let dw = plan
-                    .report
-                    .iter()
-                    .find(|l| l.layer.contains("depthwise"))
-                    .expect("the depthwise layer in the report");
-                assert_eq!(dw.precision, "fp32", "{:?}", plan.report);
+    for (name, out) in [("mobile", vec![10]), ("yolo", vec![256, 7])] {
+        let model = root.join(format!("{name}.onnx"));
+        let cache = minmax_cache(&model, &root.join(format!("{name}.calib.npy")), dir.path());
+        for precision in [
+            Precision::Fp32,
+            Precision::Fp16,
+            Precision::Int8,
+            Precision::Best,
+        ] {
+            for batch in [1, 8, 1024] {
+                let c = precision.needs_cache().then_some(cache.as_path());
+                let plan = plan_at(&model, precision, c, batch)
+                    .unwrap_or_else(|e| panic!("{name} {precision:?} b{batch}: {e}"));
+                let mut want = vec![batch];
+                want.extend(&out);
+                assert_eq!(plan.outputs[0].spec.shape, want);
+                let kinds: Vec<&str> = plan.layers.iter().map(|l| l.kind()).collect();
+                let expected: &[&str] = match name {
+                    "mobile" => &["conv (grouped)", "conv (dilated)"],
+                    _ => &["resize", "copy"],
+                };
+                assert!(
+                    expected.iter().all(|k| kinds.contains(k)),
+                    "{name}: {kinds:?}"
+                );
+                if name == "mobile" && precision == Precision::Int8 {
+                    // The depthwise convolution has int8 scales but runs on the direct
+                    // kernel: the per-layer list says fp32, not int8.
+                    let dw = plan
+                        .report
+                        .iter()
+                        .find(|l| l.layer.contains("depthwise"))
+                        .expect("the depthwise layer in the report");
+                    assert_eq!(dw.precision, "fp32", "{:?}", plan.report);
+                }
             }
         }
     }
@@ -1153,39 +1199,44 @@ fn torch_export_patterns_agree_with_the_reference_backend() {
     require_gpu();
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/torch-patterns");
-    let model = root.join("mobile.onnx");
-    let cache = minmax_cache(&model, &root.join("mobile.calib.npy"), dir.path());
-    let (_, x) = read_arrays(&root.join("mobile.eval.npy"))
-        .unwrap()
-        .remove(0);
-    let batch = x.shape[0];
-    let input = std::slice::from_ref(&x);
-    let infer = |backend: &dyn Backend, precision: Precision| {
-        let c = precision.needs_cache().then_some(cache.as_path());
-        let mut engine = build(backend, &model, c, precision, batch)
-            .unwrap_or_else(|e| panic!("{precision:?} on {:?}: {e}", backend.kind()));
-        engine.infer(input).unwrap().remove(0)
-    };
-    let scale = |t: &Tensor| t.data.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let fp32 = infer(&ReferenceBackend, Precision::Fp32);
-    let s = scale(&fp32);
-    for (precision, against, tolerance) in [
-        (Precision::Fp32, Precision::Fp32, 1e-4),
-        (Precision::Fp16, Precision::Fp32, 2e-2),
-        (Precision::Int8, Precision::Int8, 2e-2),
-        (Precision::Best, Precision::Best, 5e-2),
-    ] {
-        let want = if against == Precision::Fp32 {
-            fp32.clone()
-        } else {
-            infer(&ReferenceBackend, against)
+    for name in ["mobile", "yolo"] {
+        let model = root.join(format!("{name}.onnx"));
+        let cache = minmax_cache(&model, &root.join(format!("{name}.calib.npy")), dir.path());
+        let (_, x) = read_arrays(&root.join(format!("{name}.eval.npy")))
+            .unwrap()
+            .remove(0);
+        let batch = x.shape[0];
+        let input = std::slice::from_ref(&x);
+        let infer = |backend: &dyn Backend, precision: Precision| {
+            let c = precision.needs_cache().then_some(cache.as_path());
+            let mut engine = build(backend, &model, c, precision, batch)
+                .unwrap_or_else(|e| panic!("{name} {precision:?} on {:?}: {e}", backend.kind()));
+            engine.infer(input).unwrap().remove(0)
         };
-        let got = infer(&CudaBackend, precision);
-        let (max, p99, agree) = compare_logits(&got, &want);
-        eprintln!(
-            "{precision:?}: max |Δ| {max:.3e} (relative {:.3e}), p99 {p99:.3e}, top-1 {agree}/{batch}",
-            max / s
-        );
-        assert!(max / s < tolerance, "{precision:?}: max |Δ| {max} of {s}");
+        let scale = |t: &Tensor| t.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let fp32 = infer(&ReferenceBackend, Precision::Fp32);
+        let s = scale(&fp32);
+        for (precision, against, tolerance) in [
+            (Precision::Fp32, Precision::Fp32, 1e-4),
+            (Precision::Fp16, Precision::Fp32, 2e-2),
+            (Precision::Int8, Precision::Int8, 2e-2),
+            (Precision::Best, Precision::Best, 5e-2),
+        ] {
+            let want = if against == Precision::Fp32 {
+                fp32.clone()
+            } else {
+                infer(&ReferenceBackend, against)
+            };
+            let got = infer(&CudaBackend, precision);
+            let (max, p99, _) = compare_logits(&got, &want);
+            eprintln!(
+                "{name} {precision:?}: max |Δ| {max:.3e} (relative {:.3e}), p99 {p99:.3e}",
+                max / s
+            );
+            assert!(
+                max / s < tolerance,
+                "{name} {precision:?}: max |Δ| {max} of {s}"
+            );
+        }
     }
 }

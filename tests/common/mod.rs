@@ -32,6 +32,9 @@ pub const PARAMETERS: &[(&str, &[usize])] = &[
     ("Clip", &[1, 2]),
     ("Unsqueeze", &[1]),
     ("Squeeze", &[1]),
+    ("Slice", &[1, 2, 3, 4]),
+    ("Split", &[1]),
+    ("Resize", &[1, 2, 3]),
 ];
 
 /// Weights, which exporters store as initializers too (backends that plan GEMMs need them).

@@ -330,6 +330,32 @@ pub enum Layer {
         total: usize,
         q: f32,
     },
+    /// A strided view copied out (Transpose, Slice, Split): output element at index
+    /// `(i0..i5)` of `dims` reads `x[offset + Σ ik · strides[k]]`.
+    Strided {
+        x: usize,
+        y: usize,
+        len: usize,
+        dims: [usize; 6],
+        strides: [i64; 6],
+        offset: usize,
+        q: f32,
+    },
+    /// Resize of the two spatial axes of an NCHW tensor (nearest or bilinear), the source
+    /// coordinate of each output pixel given per axis as `scale · (o + shift) − shift2`.
+    Resize {
+        x: usize,
+        y: usize,
+        /// [n · c, h, w, oh, ow]
+        dims: [usize; 5],
+        /// Per axis (h, w): source coordinate = a · o + b.
+        coord: [f32; 4],
+        /// 0 nearest, 1 linear.
+        linear: bool,
+        /// Nearest rounding: 0 round_prefer_floor, 1 round_prefer_ceil, 2 floor, 3 ceil.
+        rounding: i32,
+        q: f32,
+    },
     /// Softmax over `len` elements spaced `inner` apart, for each of `outer · inner` rows.
     Softmax {
         x: usize,
@@ -356,6 +382,8 @@ impl Layer {
             Layer::Affine { .. } => "affine",
             Layer::Concat { .. } => "concat",
             Layer::Softmax { .. } => "softmax",
+            Layer::Strided { .. } => "copy",
+            Layer::Resize { .. } => "resize",
         }
     }
 
@@ -640,6 +668,8 @@ impl Layer {
             | Layer::Unary { x, .. }
             | Layer::Pool { x, .. }
             | Layer::Affine { x, .. }
+            | Layer::Strided { x, .. }
+            | Layer::Resize { x, .. }
             | Layer::Softmax { x, .. } => vec![*x],
             Layer::Binary { a, b, .. } => [a, b]
                 .into_iter()

@@ -222,6 +222,53 @@ __device__ void conv_direct(const T* x, const T* w, const T* bias, T* y, int N, 
     st(y, (n * Cout + co) * OH * OW + pos, finish(acc, q_pre, relu, q));
 }
 
+// A strided view copied out: y[i] = x[offset + sum_k idx_k(i) * s_k] over dims d0..d5.
+template <typename T>
+__device__ void strided(const T* x, T* y, int n, int d1, int d2, int d3, int d4, int d5,
+                        int s0, int s1, int s2, int s3, int s4, int s5, int offset, float q) {
+    LOOP(n) {
+        int r = i, src = offset;
+        int i5 = r % d5; r /= d5; int i4 = r % d4; r /= d4; int i3 = r % d3; r /= d3;
+        int i2 = r % d2; r /= d2; int i1 = r % d1; int i0 = r / d1;
+        src += i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3 + i4 * s4 + i5 * s5;
+        st(y, i, fq(ld(x, src), q));
+    }
+}
+
+// Resize of NCHW planes: x[NC, H, W] -> y[NC, OH, OW]; the source coordinate of output row o is
+// ah * o + bh (columns: aw, bw). Nearest rounds it (mode: 0 round half down, 1 round half up,
+// 2 floor, 3 ceil); linear interpolates between the two neighbours, clamped to the edge.
+__device__ __forceinline__ int nearest_index(float c, int mode, int size) {
+    int i;
+    if (mode == 0) i = (int)ceilf(c - 0.5f);
+    else if (mode == 1) i = (int)floorf(c + 0.5f);
+    else if (mode == 2) i = (int)floorf(c);
+    else i = (int)ceilf(c);
+    return min(max(i, 0), size - 1);
+}
+template <typename T>
+__device__ void resize(const T* x, T* y, int NC, int H, int W, int OH, int OW, float ah, float bh, float aw, float bw, int linear, int mode, float q) {
+    LOOP(NC * OH * OW) {
+        int ow = i % OW, oh = (i / OW) % OH, p = i / (OW * OH);
+        float ch = ah * oh + bh, cw = aw * ow + bw;
+        const T* plane = x + p * H * W;
+        float v;
+        if (!linear) {
+            v = ld(plane, nearest_index(ch, mode, H) * W + nearest_index(cw, mode, W));
+        } else {
+            ch = fminf(fmaxf(ch, 0.0f), (float)(H - 1));
+            cw = fminf(fmaxf(cw, 0.0f), (float)(W - 1));
+            int h0 = (int)floorf(ch), w0 = (int)floorf(cw);
+            int h1 = min(h0 + 1, H - 1), w1 = min(w0 + 1, W - 1);
+            float fh = ch - h0, fw = cw - w0;
+            float top = ld(plane, h0 * W + w0) * (1.0f - fw) + ld(plane, h0 * W + w1) * fw;
+            float bottom = ld(plane, h1 * W + w0) * (1.0f - fw) + ld(plane, h1 * W + w1) * fw;
+            v = top * (1.0f - fh) + bottom * fh;
+        }
+        st(y, i, fq(v, q));
+    }
+}
+
 template <typename T>
 __device__ void affine(const T* x, T* y, const T* scale, const T* shift, int C, int inner, int n, float q) {
     LOOP(n) { int c = (i / inner) % C; st(y, i, fq(ld(x, i) * ld(scale, c) + ld(shift, c), q)); }
@@ -603,6 +650,8 @@ extern "C" __global__ void epilogue_##NAME(T* y, int n, int r, float qp, float q
 extern "C" __global__ void unary_##NAME(const T* x, T* y, int n, int op, float lo, float hi, float q) { unary<T>(x, y, n, op, lo, hi, q); } \
 extern "C" __global__ void binary_##NAME(const T* a, const T* b, T* y, int op, int d1, int d2, int d3, int n, int a0, int a1, int a2, int a3, int b0, int b1, int b2, int b3, float q) { binary<T>(a, b, y, op, d1, d2, d3, n, a0, a1, a2, a3, b0, b1, b2, b3, q); } \
 extern "C" __global__ void conv_direct_##NAME(const T* x, const T* w, const T* b, T* y, WINDOW, int Cout, int groups, int DH, int DW, int r, float qp, float q) { conv_direct<T>(x, w, b, y, WARGS, Cout, groups, DH, DW, r, qp, q); } \
+extern "C" __global__ void strided_##NAME(const T* x, T* y, int n, int d1, int d2, int d3, int d4, int d5, int s0, int s1, int s2, int s3, int s4, int s5, int o, float q) { strided<T>(x, y, n, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5, o, q); } \
+extern "C" __global__ void resize_##NAME(const T* x, T* y, int NC, int H, int W, int OH, int OW, float ah, float bh, float aw, float bw, int linear, int mode, float q) { resize<T>(x, y, NC, H, W, OH, OW, ah, bh, aw, bw, linear, mode, q); } \
 extern "C" __global__ void pool_##NAME(const T* x, T* y, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW, int avg, int ip, float q) { pool<T>(x, y, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, avg, ip, q); } \
 extern "C" __global__ void affine_##NAME(const T* x, T* y, const T* s, const T* b, int C, int inner, int n, float q) { affine<T>(x, y, s, b, C, inner, n, q); } \
 extern "C" __global__ void concat_##NAME(const T* x, T* y, int outer, int chunk, int total, int offset, float q) { concat<T>(x, y, outer, chunk, total, offset, q); } \

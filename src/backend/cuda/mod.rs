@@ -362,6 +362,8 @@ impl Element for half::f16 {
 /// The kernels of `kernels.cu` for one element type.
 struct Kernels {
     im2col: CudaFunction,
+    strided: CudaFunction,
+    resize: CudaFunction,
     conv_direct: CudaFunction,
     im2col_q8: CudaFunction,
     conv_mma_i8: CudaFunction,
@@ -481,6 +483,8 @@ impl<T: Element> CudaEngine<T> {
         };
         let kernels = Kernels {
             im2col: load("im2col")?,
+            strided: load("strided")?,
+            resize: load("resize")?,
             conv_direct: load("conv_direct")?,
             im2col_q8: load("im2col_q8")?,
             conv_mma_i8: load("conv_mma_i8")?,
@@ -849,6 +853,37 @@ impl<T: Element> CudaEngine<T> {
                     launch(&self.kernels.concat, launch_cfg(outer * chunk), &args)?;
                     offset += chunk;
                 }
+            }
+            Layer::Strided {
+                x,
+                y,
+                len,
+                dims,
+                strides,
+                offset,
+                q,
+            } => {
+                let mut args = vec![P(act(*x)), P(act(*y)), I(*len as i32)];
+                args.extend(dims[1..].iter().map(|&d| I(d as i32)));
+                args.extend(strides.iter().map(|&s| I(s as i32)));
+                args.extend([I(*offset as i32), F(*q)]);
+                launch(&self.kernels.strided, launch_cfg(*len), &args)?;
+            }
+            Layer::Resize {
+                x,
+                y,
+                dims,
+                coord,
+                linear,
+                rounding,
+                q,
+            } => {
+                let mut args = vec![P(act(*x)), P(act(*y))];
+                args.extend(dims.iter().map(|&d| I(d as i32)));
+                args.extend(coord.iter().map(|&c| F(c)));
+                args.extend([I(*linear as i32), I(*rounding), F(*q)]);
+                let n = dims[0] * dims[3] * dims[4];
+                launch(&self.kernels.resize, launch_cfg(n), &args)?;
             }
             Layer::Softmax {
                 x,

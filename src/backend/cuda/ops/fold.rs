@@ -136,7 +136,7 @@ impl ConstTensor {
     }
 }
 
-/// Constant, Shape, Gather, Slice, Cast, ConstantOfShape, Range.
+/// Constant, Shape, Gather, Cast, ConstantOfShape, Range.
 pub(crate) struct Folding;
 
 impl OpFamily for Folding {
@@ -208,26 +208,6 @@ impl OpFamily for Folding {
                     &p.const_input(node, 1)?,
                     attr_int(node, "axis").unwrap_or(0),
                 )?
-            }
-            "Slice" => {
-                if !p.is_constant(node, 0) {
-                    return Err("Slice of an activation is not supported yet".into());
-                }
-                let data = p.const_input(node, 0)?;
-                let arg = |i: usize, attr: &str| -> Result<Option<Vec<i64>>, String> {
-                    if p.opset < 10 {
-                        return Ok(crate::backend::cuda::graph::ints_i64(node, attr));
-                    }
-                    match node.input.get(i).filter(|s| !s.is_empty()) {
-                        None => Ok(None),
-                        Some(_) => p.const_input(node, i)?.ints().map(Some),
-                    }
-                };
-                let starts = arg(1, "starts")?.ok_or("no starts")?;
-                let ends = arg(2, "ends")?.ok_or("no ends")?;
-                let axes = arg(3, "axes")?;
-                let steps = arg(4, "steps")?;
-                slice(&data, &starts, &ends, axes.as_deref(), steps.as_deref())?
             }
             "ConstantOfShape" => {
                 let dims: Vec<usize> = p
@@ -341,7 +321,71 @@ fn gather(data: &ConstTensor, indices: &ConstTensor, axis: i64) -> Result<ConstT
     Ok(data.pick(&picks, dims))
 }
 
-/// ONNX Slice (negative indices, clamping, negative steps).
+/// A Slice node's starts, ends, axes and steps (inputs from opset 10, attributes before).
+#[allow(clippy::type_complexity)]
+pub(crate) fn slice_args(
+    p: &Planner<'_>,
+    node: &pb::NodeProto,
+) -> Result<(Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>), String> {
+    let arg = |i: usize, attr: &str| -> Result<Option<Vec<i64>>, String> {
+        if p.opset < 10 {
+            return Ok(crate::backend::cuda::graph::ints_i64(node, attr));
+        }
+        match node.input.get(i).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(_) => p.const_input(node, i)?.ints().map(Some),
+        }
+    };
+    Ok((
+        arg(1, "starts")?.ok_or("no starts")?,
+        arg(2, "ends")?.ok_or("no ends")?,
+        arg(3, "axes")?,
+        arg(4, "steps")?,
+    ))
+}
+
+/// A Slice of a constant.
+pub(crate) fn slice_node(p: &Planner<'_>, node: &pb::NodeProto) -> Result<ConstTensor, String> {
+    let data = p.const_input(node, 0)?;
+    let (starts, ends, axes, steps) = slice_args(p, node)?;
+    slice(&data, &starts, &ends, axes.as_deref(), steps.as_deref())
+}
+
+/// Per axis of `dims`, the (first index, count, step) a Slice keeps (negative indices,
+/// clamping and negative steps as ONNX defines them).
+pub(crate) fn slice_ranges(
+    dims: &[usize],
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<&[i64]>,
+    steps: Option<&[i64]>,
+) -> Result<Vec<(i64, usize, i64)>, String> {
+    let rank = dims.len();
+    let mut ranges: Vec<(i64, usize, i64)> = dims.iter().map(|&d| (0, d, 1)).collect();
+    for (j, (&s, &e)) in starts.iter().zip(ends).enumerate() {
+        let axis = axis_of(axes.map_or(j as i64, |a| a[j]), rank)?;
+        let step = steps.map_or(1, |s| s[j]);
+        if step == 0 {
+            return Err("Slice step 0".into());
+        }
+        let d = dims[axis] as i64;
+        let norm = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+        let (s, e) = if step > 0 {
+            (norm(s).clamp(0, d), norm(e).clamp(0, d))
+        } else {
+            (norm(s).clamp(-1, d - 1), norm(e).clamp(-1, d - 1))
+        };
+        let count = if step > 0 {
+            ((e - s).max(0) + step - 1) / step
+        } else {
+            ((s - e).max(0) - step - 1) / -step
+        };
+        ranges[axis] = (s, count as usize, step);
+    }
+    Ok(ranges)
+}
+
+/// ONNX Slice of a constant.
 fn slice(
     data: &ConstTensor,
     starts: &[i64],
@@ -349,44 +393,16 @@ fn slice(
     axes: Option<&[i64]>,
     steps: Option<&[i64]>,
 ) -> Result<ConstTensor, String> {
-    let rank = data.dims.len();
-    let mut ranges: Vec<(i64, i64, i64)> = data.dims.iter().map(|&d| (0, d as i64, 1)).collect();
-    for (j, (&s, &e)) in starts.iter().zip(ends).enumerate() {
-        let axis = axis_of(axes.map_or(j as i64, |a| a[j]), rank)?;
-        let step = steps.map_or(1, |s| s[j]);
-        if step == 0 {
-            return Err("Slice step 0".into());
-        }
-        let d = data.dims[axis] as i64;
-        let norm = |v: i64| if v < 0 { v + d } else { v };
-        let (s, e) = if step > 0 {
-            (norm(s).clamp(0, d), norm(e).clamp(0, d))
-        } else {
-            (norm(s).clamp(-1, d - 1), norm(e).clamp(-1, d - 1))
-        };
-        ranges[axis] = (s, e, step);
-    }
-    let axis_indices: Vec<Vec<usize>> = ranges
-        .iter()
-        .map(|&(s, e, st)| {
-            let mut v = Vec::new();
-            let mut i = s;
-            while (st > 0 && i < e) || (st < 0 && i > e) {
-                v.push(i as usize);
-                i += st;
-            }
-            v
-        })
-        .collect();
-    let dims: Vec<usize> = axis_indices.iter().map(Vec::len).collect();
+    let ranges = slice_ranges(&data.dims, starts, ends, axes, steps)?;
+    let dims: Vec<usize> = ranges.iter().map(|r| r.1).collect();
     let st = strides(&data.dims);
     let mut picks = vec![0usize];
-    for (axis, idx) in axis_indices.iter().enumerate() {
+    for (axis, &(start, count, step)) in ranges.iter().enumerate() {
+        let stride = st[axis] as i64;
         picks = picks
             .iter()
             .flat_map(|&base| {
-                let step = st[axis];
-                idx.iter().map(move |&i| base + i * step)
+                (0..count as i64).map(move |k| (base as i64 + (start + k * step) * stride) as usize)
             })
             .collect();
     }

@@ -6,8 +6,10 @@ mod conv;
 mod elementwise;
 mod fold;
 mod gemm;
+mod movement;
 mod norm;
 mod pool;
+mod resize;
 mod shape;
 mod softmax;
 
@@ -47,6 +49,8 @@ const FAMILIES: &[&dyn OpFamily] = &[
     &pool::PoolFamily,
     &norm::NormFamily,
     &shape::ShapeFamily,
+    &movement::Movement,
+    &resize::ResizeFamily,
     &softmax::SoftmaxFamily,
     &fold::Folding,
 ];

@@ -91,7 +91,8 @@ impl OpFamily for ResizeFamily {
                 "pytorch_half_pixel" if output > 1 => (1.0 / s, 0.5 / s - 0.5),
                 "pytorch_half_pixel" => (0.0, 0.0),
                 "asymmetric" => (1.0 / s, 0.0),
-                "align_corners" if output > 1 => ((input - 1.0) / (output as f32 - 1.0), 0.0),
+                // ONNX takes the resized length as input · scale, unrounded.
+                "align_corners" if output > 1 => ((input - 1.0) / (input * s - 1.0), 0.0),
                 "align_corners" => (0.0, 0.0),
                 other => {
                     return Err(format!(

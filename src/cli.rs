@@ -297,8 +297,9 @@ pub struct CalibrateArgs {
     /// Where to write the cache (a provenance sidecar FILE.provenance.json is written beside it).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: PathBuf,
-    /// Backend that runs the model: reference (CPU) or cuda (GPU).
-    #[arg(long, default_value = "reference", value_parser = ["reference", "cuda"])]
+    /// Backend that runs the model at fp32: auto (onnxruntime when it is installed, else the
+    /// reference backend), onnxruntime (CPU, all cores), reference (CPU, tract) or cuda (GPU)
+    #[arg(long, default_value = "auto", value_parser = ["auto", "onnxruntime", "reference", "cuda"])]
     pub backend: String,
     /// GPU (CUDA ordinal) that runs the model with `--backend cuda`.
     #[arg(long, default_value_t = 0, value_name = "INDEX")]

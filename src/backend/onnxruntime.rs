@@ -42,17 +42,25 @@ pub fn find_library() -> Result<PathBuf, String> {
             Err(format!("ORT_DYLIB_PATH={} is not a file", p.display()))
         };
     }
+    static PIP: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PIP.get_or_init(pip_library).clone()
+}
+
+/// The library inside python3's onnxruntime package, found without importing it (an import
+/// takes half a second).
+fn pip_library() -> Result<PathBuf, String> {
     let out = std::process::Command::new("python3")
         .args([
             "-c",
-            "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))",
+            "import importlib.util as u; s = u.find_spec('onnxruntime'); print(s.submodule_search_locations[0] if s else '')",
         ])
         .output()
         .map_err(|e| format!("python3 could not be run to find onnxruntime ({e})"))?;
-    if !out.status.success() {
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || dir.is_empty() {
         return Err("python3 has no onnxruntime package".into());
     }
-    let capi = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("capi");
+    let capi = PathBuf::from(dir).join("capi");
     let mut libs: Vec<PathBuf> = std::fs::read_dir(&capi)
         .map_err(|e| format!("{}: {e}", capi.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -246,6 +254,25 @@ impl OnnxRuntimeBackend {
     }
 }
 
+/// An fp32 engine of a model at a batch size for calibration: every graph output computed as
+/// written, on `threads` intra-op threads (`CALIBENCH_ORT_THREADS` overrides).
+pub fn fp32_engine(
+    model: &OnnxModel,
+    batch: usize,
+    threads: usize,
+) -> Result<Box<dyn Engine>, BackendError> {
+    let mut backend = OnnxRuntimeBackend::open()?;
+    if std::env::var_os("CALIBENCH_ORT_THREADS").is_none() {
+        backend.threads = threads.max(1);
+    }
+    Ok(Box::new(backend.compile(
+        model,
+        batch,
+        BTreeMap::new(),
+        Vec::new(),
+    )?))
+}
+
 /// How an input is fed: calibench's data is f32, converted to the model's type.
 #[derive(Debug, Clone, Copy)]
 enum InputType {
@@ -359,7 +386,12 @@ impl Engine for OrtEngine {
             .map_err(infer_err)?;
             feeds.push((spec.name.clone(), value));
         }
-        let outputs = self.session.run(feeds).map_err(infer_err)?;
+        // The feeds are lent, not moved: a graph output that is also a graph input (calibration
+        // exposes the input as an output) is the input's own value, read after the run (moved
+        // feeds were freed first, and that output read freed memory: an input amax of 1e36).
+        let views: Vec<(&str, &ort::value::DynValue)> =
+            feeds.iter().map(|(n, v)| (n.as_str(), v)).collect();
+        let outputs = self.session.run(views).map_err(infer_err)?;
         let mut out = Vec::with_capacity(self.outputs.len());
         for name in &self.outputs {
             let v = &outputs[name.as_str()];

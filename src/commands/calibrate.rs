@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use calibench::backend::{cuda, reference};
+use calibench::backend::{cuda, onnxruntime, reference};
 use calibench::cache::calibrate::{cache_from_ranges, collect_ranges, EngineActivations, Method};
 use calibench::cache::provenance::Provenance;
 use calibench::model::data::Dataset;
@@ -70,7 +70,18 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<Outcome> {
     let samples = data.samples();
     let batch = calibration_batch(&model, args.batch, samples)?;
     let gpu = args.gpu;
-    let (mut source, origin) = match args.backend.as_str() {
+    let backend = match args.backend.as_str() {
+        "auto" if onnxruntime::find_library().is_ok() => "onnxruntime",
+        "auto" => "reference",
+        other => other,
+    };
+    let (mut source, origin) = match backend {
+        "onnxruntime" => {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let build = move |m: &OnnxModel, b: usize| onnxruntime::fp32_engine(m, b, threads);
+            let source = EngineActivations::new(&model, tensors.clone(), data, batch, &build)?;
+            (source, "cpu (onnxruntime backend)".to_string())
+        }
         "reference" => (
             EngineActivations::new(&model, tensors.clone(), data, batch, &reference::fp32_engine)?,
             "cpu (reference backend)".to_string(),
@@ -81,7 +92,7 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<Outcome> {
             (source, gpu_name(gpu))
         }
         other => bail!(
-            "calibration on the {other} backend is not available\nfix: use --backend reference or cuda"
+            "calibration on the {other} backend is not available\nfix: use --backend onnxruntime, reference or cuda"
         ),
     };
     let start = Instant::now();

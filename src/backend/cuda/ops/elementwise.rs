@@ -10,23 +10,6 @@ use crate::backend::cuda::graph::{attr_float, BinaryOp, Layer, Operand, Planner,
 /// Relu, Clip, Sigmoid, the other activations, and binary arithmetic.
 pub(crate) struct Elementwise;
 
-/// Unary operators and the op each becomes.
-const UNARY: &[&str] = &[
-    "Relu",
-    "Clip",
-    "Sigmoid",
-    "Tanh",
-    "LeakyRelu",
-    "HardSigmoid",
-    "HardSwish",
-    "Erf",
-    "Gelu",
-    "Sqrt",
-    "Exp",
-    "Neg",
-    "Abs",
-];
-
 impl OpFamily for Elementwise {
     fn ops(&self) -> &'static [&'static str] {
         &[
@@ -56,7 +39,7 @@ impl OpFamily for Elementwise {
     fn plan(&self, p: &mut Planner<'_>, n: &NodeCtx<'_>) -> Result<Option<Value>, String> {
         let node = n.node;
         let op_type = node.op_type.as_str();
-        if !UNARY.contains(&op_type) {
+        if BinaryOp::of(op_type).is_some() {
             if node.input.len() != 2 {
                 return Err(format!("{} inputs (two only)", node.input.len()));
             }

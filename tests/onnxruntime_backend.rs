@@ -271,6 +271,25 @@ fn tract_still_computes_softmax_between_qdq_pairs_wrongly() {
     );
 }
 
+/// `calibench calibrate --method minmax` of a model on the digits calibration data into `out`.
+fn calibrate_minmax(model: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec!["calibrate", "--method", "minmax"];
+    args.extend_from_slice(extra);
+    let (model, data, out) = (
+        model.to_str().unwrap(),
+        digits("calib.npy"),
+        out.to_str().unwrap(),
+    );
+    args.extend(["-m", model, "-d", &data, "-o", out]);
+    let o = calibench(&args, &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// The digits CNN with one fc1 unit made constant: its weights scaled by 1e-4 and its bias set
 /// to 5 (the dead-weight, live-bias channels BatchNorm folding leaves in real nets, such as
 /// torchvision's MobileNetV2 and ResNet-50). Its int32 bias `5 / (x_scale · w_scale)` is far
@@ -306,26 +325,7 @@ fn best_no_longer_loses_a_bias_onnxruntime_quantizes_in_fp16() {
     let dir = tempfile::tempdir().unwrap();
     let model = constant_unit_model(dir.path());
     let cache = dir.path().join("c.cache");
-    let o = calibench(
-        &[
-            "calibrate",
-            "--method",
-            "minmax",
-            "-m",
-            model.to_str().unwrap(),
-            "-d",
-            &digits("calib.npy"),
-            "-o",
-            cache.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    calibrate_minmax(&model, &cache, &[]);
     let o = calibench(
         &[
             "check",
@@ -372,27 +372,10 @@ fn calibration_on_onnxruntime_no_longer_reads_a_freed_input() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("c.cache");
-    let o = calibench(
-        &[
-            "calibrate",
-            "--backend",
-            "onnxruntime",
-            "--method",
-            "minmax",
-            "-m",
-            &digits("digits_cnn.onnx"),
-            "-d",
-            &digits("calib.npy"),
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
+    calibrate_minmax(
+        Path::new(&digits("digits_cnn.onnx")),
+        &out,
+        &["--backend", "onnxruntime"],
     );
     let ours = calibench::cache::CalibrationCache::read(&out).unwrap();
     let reference =

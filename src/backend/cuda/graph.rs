@@ -341,8 +341,7 @@ pub enum Layer {
         offset: usize,
         q: f32,
     },
-    /// Resize of the two spatial axes of an NCHW tensor (nearest or bilinear), the source
-    /// coordinate of each output pixel given per axis as `scale · (o + shift) − shift2`.
+    /// Resize of the two spatial axes of an NCHW tensor (nearest or bilinear).
     Resize {
         x: usize,
         y: usize,

@@ -27,7 +27,7 @@ impl OpFamily for Movement {
                 "rank {rank} is more than the 6 dimensions it moves"
             ));
         }
-        let strides = row_major(&x.shape);
+        let strides: Vec<i64> = fold::strides(&x.shape).iter().map(|&s| s as i64).collect();
         match node.op_type.as_str() {
             "Transpose" => {
                 let perm: Vec<usize> = match ints_i64(node, "perm") {
@@ -120,15 +120,6 @@ impl OpFamily for Movement {
             }
         }
     }
-}
-
-/// Row-major strides of a shape.
-fn row_major(shape: &[usize]) -> Vec<i64> {
-    let mut s = vec![1i64; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1] as i64;
-    }
-    s
 }
 
 /// One strided copy of `x` into a new buffer of `dims`.

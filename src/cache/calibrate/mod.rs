@@ -168,16 +168,40 @@ pub trait ActivationSource {
     }
 }
 
-/// Runs the passes a method needs over every batch and returns amax per tensor.
+/// Runs the passes a method needs over every batch and returns amax per tensor. A method of
+/// two passes runs the model once where the first pass's activations fit in
+/// [`retention_budget`]: the second pass reads them back instead of running every batch again.
 pub fn collect_ranges(
     source: &mut dyn ActivationSource,
     method: Method,
+) -> Result<BTreeMap<String, f32>, String> {
+    collect_ranges_within(source, method, retention_budget())
+}
+
+/// [`collect_ranges`], keeping at most `budget` bytes of activations between passes.
+pub fn collect_ranges_within(
+    source: &mut dyn ActivationSource,
+    method: Method,
+    budget: usize,
 ) -> Result<BTreeMap<String, f32>, String> {
     let names = source.tensors().to_vec();
     let mut collectors: Vec<Box<dyn RangeMethod>> =
         names.iter().map(|_| method.collector()).collect();
     let passes = collectors.first().map_or(1, |c| c.passes());
+    // The first pass's values, batch by batch, while they fit in the budget.
+    let mut kept: Option<Vec<Vec<Vec<f32>>>> = (passes > 1).then(Vec::new);
+    let mut kept_bytes = 0usize;
     for pass in 0..passes {
+        if pass > 0 {
+            if let Some(batches) = kept.take() {
+                for values in &batches {
+                    for (c, v) in collectors.iter_mut().zip(values) {
+                        c.observe(pass, v);
+                    }
+                }
+                continue;
+            }
+        }
         // Statistics instead of values where every collector can take them and the source
         // can reduce them (the GPU's activations then never leave the GPU).
         let stats: Option<Vec<Statistic>> = collectors.iter().map(|c| c.statistic(pass)).collect();
@@ -186,11 +210,24 @@ pub fn collect_ranges(
                 for (c, r) in collectors.iter_mut().zip(&reduced?) {
                     c.observe_reduced(pass, r);
                 }
+                kept = None;
                 continue;
             }
             let values = source.run(b)?;
             for (c, v) in collectors.iter_mut().zip(&values) {
                 c.observe(pass, v);
+            }
+            if let Some(batches) = kept.as_mut() {
+                let bytes: usize = values
+                    .iter()
+                    .map(|v| std::mem::size_of_val(v.as_slice()))
+                    .sum();
+                if kept_bytes + bytes <= budget {
+                    kept_bytes += bytes;
+                    batches.push(values);
+                } else {
+                    kept = None;
+                }
             }
         }
     }
@@ -198,6 +235,27 @@ pub fn collect_ranges(
         .into_iter()
         .zip(collectors.iter().map(|c| c.amax()))
         .collect())
+}
+
+/// Bytes of activations calibration keeps between passes: `CALIBENCH_CALIBRATION_MEMORY_MB`
+/// when set, else half the memory available now (`MemAvailable`), at most 8 GiB; 0 (run
+/// the model again) where neither can be read.
+pub fn retention_budget() -> usize {
+    const CAP: usize = 8 << 30;
+    if let Some(mb) = std::env::var("CALIBENCH_CALIBRATION_MEMORY_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return mb.saturating_mul(1 << 20);
+    }
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        })
+        .map_or(0, |kb| (kb.saturating_mul(1024) / 2).min(CAP))
 }
 
 /// A TensorRT cache from ranges, in the order of `order`.
@@ -426,6 +484,49 @@ mod tests {
             assert_eq!(
                 reducing.1, expected,
                 "{method}: batches reduced by the source"
+            );
+        }
+    }
+
+    /// A source of values that counts the batches it ran.
+    struct Counting(Fixed, usize);
+
+    impl ActivationSource for Counting {
+        fn tensors(&self) -> &[String] {
+            self.0.tensors()
+        }
+        fn batches(&self) -> usize {
+            self.0.batches()
+        }
+        fn run(&mut self, i: usize) -> Result<Vec<Vec<f32>>, String> {
+            self.1 += 1;
+            self.0.run(i)
+        }
+    }
+
+    #[test]
+    fn two_pass_methods_run_the_model_once_when_the_activations_fit() {
+        let batches: Vec<Vec<Vec<f32>>> = (0..4)
+            .map(|b| {
+                vec![(0..250)
+                    .map(|i| ((i * 13 + b * 7) % 89) as f32 / 5.0)
+                    .collect()]
+            })
+            .collect();
+        let names = vec!["t".to_string()];
+        // One batch is 1000 bytes: all four fit in 4000, three in 3000.
+        for method in [Method::Entropy, Method::Percentile(99.0)] {
+            let mut runs = Vec::new();
+            let mut ranges = Vec::new();
+            for budget in [usize::MAX, 4000, 3000, 0] {
+                let mut src = Counting(Fixed(names.clone(), batches.clone()), 0);
+                ranges.push(collect_ranges_within(&mut src, method, budget).unwrap());
+                runs.push(src.1);
+            }
+            assert_eq!(runs, [4, 4, 8, 8], "{method}: batches run per budget");
+            assert!(
+                ranges.windows(2).all(|w| w[0] == w[1]),
+                "{method}: {ranges:?}"
             );
         }
     }

@@ -12,7 +12,8 @@ Needs a GPU, torch and torchvision (the device machine has them). For each model
 3. calibrates a minmax cache on the GPU (`calibench calibrate --backend cuda`, 8 samples), runs
    `calibench run` over fp32/fp16/int8/best × the batches on the cuda backend, and int8 on the
    reference backend at batch 1 (the same cache, for the int8 agreement);
-4. prints one line per cell: calibench's median GPU time, PyTorch's, the ratio, and accuracy
+4. prints one line per cell: calibench's median GPU time (CUDA graph launches, as PyTorch's are:
+   `[latency] cuda_graph = true`), PyTorch's, the ratio, and accuracy
    (cosine to the fp32 reference; int8 beside the reference backend's int8).
 PyTorch has no int8 path with the cache's per-tensor scales: int8/best are set against its fp16.
 """
@@ -101,6 +102,7 @@ id = "minmax"
 model = "{name}"
 path = "{cache}"
 [latency]
+cuda_graph = true
 warmup_ms = 200
 measurement_ms = 1000
 samples = 10

@@ -359,6 +359,18 @@ fn run_digits(
     batches: &str,
     extra: &[&str],
 ) -> Vec<Record> {
+    run_digits_with(dir, run_id, precisions, batches, extra, &[])
+}
+
+/// [`run_digits`] with environment variables set for calibench.
+fn run_digits_with(
+    dir: &Path,
+    run_id: &str,
+    precisions: &str,
+    batches: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Vec<Record> {
     require_gpu();
     let f = fixtures();
     let spec = format!(
@@ -379,6 +391,7 @@ fn run_digits(
         .arg(dir)
         .arg(&spec_path)
         .args(extra)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -409,6 +422,68 @@ fn cuda_graph_launches_are_timed_when_asked() {
     assert_eq!(latency.clock, "cuda-event (graph)");
     eprintln!("graph launch median {:.4} ms", latency.median_ms);
     assert!(latency.median_ms > 0.0);
+}
+
+/// The tactic each convolution of a record kept, and whether the record says cuDNN was absent.
+fn conv_tactics(record: &Record) -> (Vec<String>, bool) {
+    let engine = record.engine.as_ref().unwrap();
+    let tactics = engine
+        .layers
+        .iter()
+        .filter(|l| l.op == "Conv")
+        .map(|l| l.tactic.clone().unwrap_or_default())
+        .collect();
+    let absent = record
+        .diagnostics
+        .iter()
+        .any(|d| d.kind == "cudnn_unavailable");
+    (tactics, absent)
+}
+
+#[test]
+#[ignore = "needs a GPU"]
+fn convolutions_name_the_tactic_they_were_timed_to_run_on() {
+    let dir = tempfile::tempdir().unwrap();
+    for record in run_digits(dir.path(), "found", "\"fp32\", \"fp16\"", "64", &[]) {
+        let (tactics, absent) = conv_tactics(&record);
+        eprintln!(
+            "{}: {tactics:?}, cuDNN absent: {absent}",
+            record.cell.precision
+        );
+        assert_eq!(tactics.len(), 2, "both convolutions name a tactic");
+        for t in &tactics {
+            assert!(
+                t.starts_with("cudnn ") || t.starts_with("calibench "),
+                "{t}"
+            );
+            assert!(!absent || t.starts_with("calibench "), "{t} without cuDNN");
+        }
+    }
+    // cuDNN pointed at a file that is not there: calibench's own kernels, said in a diagnostic,
+    // and the cells still agree with the reference (run_digits_with asserts they are ok).
+    let env = [("CALIBENCH_CUDNN", "/nonexistent/libcudnn.so.9")];
+    let records = run_digits_with(dir.path(), "absent", "\"fp32\"", "64", &[], &env);
+    let (tactics, absent) = conv_tactics(&records[0]);
+    assert!(absent, "{:?}", records[0].diagnostics);
+    assert!(
+        tactics.iter().all(|t| t.starts_with("calibench ")),
+        "{tactics:?}"
+    );
+    let diagnostic = records[0]
+        .diagnostics
+        .iter()
+        .find(|d| d.kind == "cudnn_unavailable")
+        .unwrap();
+    assert!(
+        diagnostic.message.contains("/nonexistent/libcudnn.so.9"),
+        "{}",
+        diagnostic.message
+    );
+    assert!(
+        diagnostic.fix.contains("CALIBENCH_CUDNN"),
+        "{}",
+        diagnostic.fix
+    );
 }
 
 #[test]

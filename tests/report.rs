@@ -145,6 +145,7 @@ fn records() -> Vec<Record> {
         layer: "conv1".into(),
         op: "Conv".into(),
         precision: "fp32".into(),
+        tactic: None,
     }];
     vec![
         gpu_fp32,

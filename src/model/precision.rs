@@ -41,6 +41,10 @@ pub struct LayerPrecision {
     pub op: String,
     /// `int8`, `fp16` or `fp32`.
     pub precision: String,
+    /// The implementation the engine's builder timed and kept for it (e.g. `cudnn
+    /// implicit_precomp_gemm`, `calibench im2col+cublaslt`), where the backend chooses one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tactic: Option<String>,
 }
 
 /// The whole plan for one model at one precision.
@@ -201,6 +205,7 @@ pub fn plan(
             layer: node_label(node, index),
             op: node.op_type.clone(),
             precision: label.to_string(),
+            tactic: None,
         });
     }
     plan

@@ -146,6 +146,7 @@ mod tests {
                 layer: l.to_string(),
                 op: "Conv".into(),
                 precision: p.to_string(),
+                tactic: None,
             })
             .collect();
         r

@@ -290,7 +290,8 @@ pub enum Layer {
         op: UnaryOp,
         q: f32,
     },
-    /// Binary arithmetic with numpy broadcasting over at most 4 dimensions.
+    /// Binary arithmetic with numpy broadcasting over at most 4 dimensions (then a fused Relu
+    /// when `relu`: a residual Add's).
     Binary {
         a: Operand,
         b: Operand,
@@ -299,6 +300,8 @@ pub enum Layer {
         dims: [usize; 4],
         a_strides: [usize; 4],
         b_strides: [usize; 4],
+        #[serde(default)]
+        relu: bool,
         q: f32,
     },
     /// Max or average pooling (GlobalAveragePool is a full-size window).
@@ -1017,6 +1020,59 @@ mod tests {
         });
         g.output[0].name = "bn_out".into();
         model
+    }
+
+    /// x → Conv → Add(conv, conv) → Relu → y, a residual block's tail.
+    fn conv_add_relu() -> OnnxModel {
+        let mut model = digits();
+        let g = model.graph_mut();
+        g.node.truncate(1);
+        let conv_out = g.node[0].output[0].clone();
+        let node = |op: &str, input: Vec<String>, output: &str| pb::NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input,
+            output: vec![output.into()],
+            ..Default::default()
+        };
+        g.node
+            .push(node("Add", vec![conv_out.clone(), conv_out], "sum"));
+        g.node.push(node("Relu", vec!["sum".into()], "y"));
+        g.output[0].name = "y".into();
+        model
+    }
+
+    #[test]
+    fn a_relu_after_an_add_runs_in_the_add() {
+        let model = conv_add_relu();
+        let plan = fp32(&model, 2).unwrap();
+        assert_eq!(plan.layers.len(), 2, "{:?}", plan.layers);
+        assert!(
+            matches!(plan.layers[1], Layer::Binary { relu: true, q, .. } if q == 0.0),
+            "{:?}",
+            plan.layers[1]
+        );
+        // int8 with a scale for the Add's output: the Relu reads the fake-quantized sum, so it
+        // stays its own layer.
+        let mut cache = CalibrationCache::read(&fixture("digits_cnn.entropy.cache")).unwrap();
+        cache
+            .entries
+            .push(crate::cache::format::Entry::from_scale("sum", 0.05));
+        let pplan = precision_plan(&model, Precision::Int8, Some(&cache));
+        let plan = Plan::from_model(&model, 2, &pplan).unwrap();
+        let tail = &plan.layers[plan.layers.len() - 2..];
+        assert!(
+            matches!(tail[0], Layer::Binary { relu: false, .. }),
+            "{:?}",
+            plan.layers
+        );
+        assert!(matches!(
+            tail[1],
+            Layer::Unary {
+                op: UnaryOp::Relu,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -103,6 +103,22 @@ __device__ void to_nchw(const T* tmp, const T* bias, T* out, int N, int Cout, in
     st(out, (n * Cout + c) * P + p, finish(v, q_pre, relu, q));
 }
 
+// y[N, Cout, P] (+ bias[Cout]) with the GEMM epilogue, in place (after a cuDNN convolution);
+// grid (P, Cout, N).
+template <typename T>
+__device__ void bias_nchw(T* y, const T* bias, int N, int Cout, int P, int relu, float q_pre, float q) {
+    int p = blockIdx.x * blockDim.x + threadIdx.x, c = blockIdx.y, n = blockIdx.z;
+    if (p >= P) return;
+    int i = (n * Cout + c) * P + p;
+    st(y, i, finish(ld(y, i) + (bias ? ld(bias, c) : 0.0f), q_pre, relu, q));
+}
+
+// y[rows, Cout] (NHWC; + bias[Cout]) with the GEMM epilogue, in place.
+template <typename T>
+__device__ void bias_nhwc(T* y, const T* bias, int n, int Cout, int relu, float q_pre, float q) {
+    LOOP(n) { st(y, i, finish(ld(y, i) + (bias ? ld(bias, i % Cout) : 0.0f), q_pre, relu, q)); }
+}
+
 // int32 acc[Cout, PP] (PP: N*P padded to 4) * scale[c] (+ bias[c]) -> out[N, Cout, P] with the
 // GEMM epilogue; grid (P, Cout, N).
 template <typename T>
@@ -168,14 +184,25 @@ __device__ void unary(const T* x, T* y, int n, int op, float lo, float hi, float
     LOOP(n) { st(y, i, fq(unary_op(ld(x, i), op, lo, hi), q)); }
 }
 
-// y = a (+|*) b over dims d0..d3 with per-operand strides (0 where broadcast).
+// y = a (+|*) b over dims d0..d3 with per-operand strides (0 where broadcast), then a fused
+// Relu (relu) and fake quantization.
 template <typename T>
 __device__ void binary(const T* a, const T* b, T* y, int op, int d1, int d2, int d3, int n,
-                       int a0, int a1, int a2, int a3, int b0, int b1, int b2, int b3, float q) {
+                       int a0, int a1, int a2, int a3, int b0, int b1, int b2, int b3, int relu, float q) {
     LOOP(n) {
         int i3 = i % d3, i2 = (i / d3) % d2, i1 = (i / (d3 * d2)) % d1, i0 = i / (d3 * d2 * d1);
         float u = ld(a, i0 * a0 + i1 * a1 + i2 * a2 + i3 * a3), v = ld(b, i0 * b0 + i1 * b1 + i2 * b2 + i3 * b3);
-        st(y, i, fq(binary_op(u, v, op), q));
+        float r = binary_op(u, v, op);
+        st(y, i, fq(relu ? fmaxf(r, 0.0f) : r, q));
+    }
+}
+
+// The same over two operands of one shape (no broadcasting): no index arithmetic.
+template <typename T>
+__device__ void binary_same(const T* a, const T* b, T* y, int op, int n, int relu, float q) {
+    LOOP(n) {
+        float r = binary_op(ld(a, i), ld(b, i), op);
+        st(y, i, fq(relu ? fmaxf(r, 0.0f) : r, q));
     }
 }
 
@@ -646,9 +673,12 @@ extern "C" __global__ void quantize_rows_##NAME(const T* x, signed char* c, int 
 extern "C" __global__ void to_nchw_##NAME(const T* t, const T* b, T* o, int N, int Co, int P, int r, float qp, float q) { to_nchw<T>(t, b, o, N, Co, P, r, qp, q); } \
 extern "C" __global__ void dequant_##NAME(const int* a, const float* s, const T* b, T* o, int N, int Co, int P, int PP, int r, float qp, float q) { dequant<T>(a, s, b, o, N, Co, P, PP, r, qp, q); } \
 extern "C" __global__ void dequant_rows_##NAME(const int* a, const float* s, const T* b, T* o, int rows, int Co, int PP, int r, float qp, float q) { dequant_rows<T>(a, s, b, o, rows, Co, PP, r, qp, q); } \
+extern "C" __global__ void bias_nchw_##NAME(T* y, const T* b, int N, int Co, int P, int r, float qp, float q) { bias_nchw<T>(y, b, N, Co, P, r, qp, q); } \
+extern "C" __global__ void bias_nhwc_##NAME(T* y, const T* b, int n, int Co, int r, float qp, float q) { bias_nhwc<T>(y, b, n, Co, r, qp, q); } \
 extern "C" __global__ void epilogue_##NAME(T* y, int n, int r, float qp, float q) { epilogue<T>(y, n, r, qp, q); } \
 extern "C" __global__ void unary_##NAME(const T* x, T* y, int n, int op, float lo, float hi, float q) { unary<T>(x, y, n, op, lo, hi, q); } \
-extern "C" __global__ void binary_##NAME(const T* a, const T* b, T* y, int op, int d1, int d2, int d3, int n, int a0, int a1, int a2, int a3, int b0, int b1, int b2, int b3, float q) { binary<T>(a, b, y, op, d1, d2, d3, n, a0, a1, a2, a3, b0, b1, b2, b3, q); } \
+extern "C" __global__ void binary_##NAME(const T* a, const T* b, T* y, int op, int d1, int d2, int d3, int n, int a0, int a1, int a2, int a3, int b0, int b1, int b2, int b3, int r, float q) { binary<T>(a, b, y, op, d1, d2, d3, n, a0, a1, a2, a3, b0, b1, b2, b3, r, q); } \
+extern "C" __global__ void binary_same_##NAME(const T* a, const T* b, T* y, int op, int n, int r, float q) { binary_same<T>(a, b, y, op, n, r, q); } \
 extern "C" __global__ void conv_direct_##NAME(const T* x, const T* w, const T* b, T* y, WINDOW, int Cout, int groups, int DH, int DW, int r, float qp, float q) { conv_direct<T>(x, w, b, y, WARGS, Cout, groups, DH, DW, r, qp, q); } \
 extern "C" __global__ void strided_##NAME(const T* x, T* y, int n, int d1, int d2, int d3, int d4, int d5, int s0, int s1, int s2, int s3, int s4, int s5, int o, float q) { strided<T>(x, y, n, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5, o, q); } \
 extern "C" __global__ void resize_##NAME(const T* x, T* y, int NC, int H, int W, int OH, int OW, float ah, float bh, float aw, float bw, int linear, int mode, float q) { resize<T>(x, y, NC, H, W, OH, OW, ah, bh, aw, bw, linear, mode, q); } \
@@ -679,13 +709,13 @@ extern "C" __global__ void unary_q8(const unsigned* x, unsigned* y, int words, i
         y[i] = out;
     }
 }
-extern "C" __global__ void binary_q8(const unsigned* a, const unsigned* b, unsigned* y, int words, int op, float sa, float sb, float q) {
+extern "C" __global__ void binary_q8(const unsigned* a, const unsigned* b, unsigned* y, int words, int op, float sa, float sb, int relu, float q) {
     float inv_q = inverse(q);
     LOOP(words) {
         unsigned wa = a[i], wb = b[i], out = 0u;
         for (int e = 0; e < 4; ++e) {
-            float u = code_at(wa, e, sa), v = code_at(wb, e, sb);
-            out |= (unsigned)(code8(binary_op(u, v, op), q, inv_q) & 0xff) << (8 * e);
+            float u = code_at(wa, e, sa), v = code_at(wb, e, sb), r = binary_op(u, v, op);
+            out |= (unsigned)(code8(relu ? fmaxf(r, 0.0f) : r, q, inv_q) & 0xff) << (8 * e);
         }
         y[i] = out;
     }

@@ -1,7 +1,7 @@
 //! The `cuda` backend: runs ONNX models on the GPU itself — convolutions on tensor cores
 //! (`mma.sync`, compute capability 8.0+) as implicit GEMMs, cuBLASLt for Gemm/MatMul (and for
-//! convolutions via im2col on older GPUs and at fp32), nvrtc-compiled kernels (`kernels.cu`)
-//! for the rest.
+//! convolutions via im2col on older GPUs and at fp32), or cuDNN where it was timed faster for a
+//! layer (`conv_tactics.rs`), nvrtc-compiled kernels (`kernels.cu`) for the rest.
 //!
 //! Precisions follow trtexec's flags and the reference backend's semantics (`model::precision`):
 //! - `fp32`: fp32 storage and strict fp32 GEMMs;
@@ -18,6 +18,8 @@
 //! The tensor-core layout decisions are made by [`graph::Plan::use_tensor_cores`] and stored
 //! with the engine; `tensor_cores.rs` enqueues those layers.
 
+mod conv_tactics;
+mod cudnn;
 mod gemm;
 pub mod graph;
 mod layout;
@@ -383,8 +385,11 @@ struct Kernels {
     dequant: CudaFunction,
     dequant_rows: CudaFunction,
     epilogue: CudaFunction,
+    bias_nchw: CudaFunction,
+    bias_nhwc: CudaFunction,
     unary: CudaFunction,
     binary: CudaFunction,
+    binary_same: CudaFunction,
     pool: CudaFunction,
     affine: CudaFunction,
     concat: CudaFunction,
@@ -423,6 +428,8 @@ struct CudaEngine<T: Element> {
     input_specs: Vec<TensorSpec>,
     output_names: Vec<String>,
     diagnostics: Vec<super::EngineDiagnostic>,
+    /// The convolutions cuDNN runs and what each layer was timed to run on (`conv_tactics.rs`).
+    convs: conv_tactics::ConvTactics,
 }
 
 /// A 3-D grid: x over `x` elements (blocks of up to 256 threads), y and z one block row each.
@@ -504,8 +511,11 @@ impl<T: Element> CudaEngine<T> {
             dequant: load("dequant")?,
             dequant_rows: load("dequant_rows")?,
             epilogue: load("epilogue")?,
+            bias_nchw: load("bias_nchw")?,
+            bias_nhwc: load("bias_nhwc")?,
             unary: load("unary")?,
             binary: load("binary")?,
+            binary_same: load("binary_same")?,
             pool: load("pool")?,
             affine: load("affine")?,
             concat: load("concat")?,
@@ -583,8 +593,10 @@ impl<T: Element> CudaEngine<T> {
             acc,
             staging,
             diagnostics,
+            convs: Default::default(),
         };
         engine.tune_gemms()?;
+        engine.tune_convs()?;
         Ok(engine)
     }
 
@@ -610,6 +622,9 @@ impl<T: Element> CudaEngine<T> {
         let wt = |b: usize| ptr(&self.weights[b], s);
         let launch = |f: &CudaFunction, cfg: LaunchConfig, args: &[Arg]| launch(s, f, cfg, args);
         use Arg::{F, I, P};
+        if self.enqueue_cudnn_conv(i, int8)? {
+            return Ok(());
+        }
         match &layer {
             Layer::Conv {
                 x,
@@ -781,6 +796,7 @@ impl<T: Element> CudaEngine<T> {
                 dims,
                 a_strides,
                 b_strides,
+                relu,
                 q,
             } => {
                 let operand = |o: &Operand| match o {
@@ -789,10 +805,16 @@ impl<T: Element> CudaEngine<T> {
                 };
                 let n: usize = dims.iter().product();
                 let mut args = vec![P(operand(a)), P(operand(b)), P(act(*y)), I(op.code())];
-                args.extend([dims[1], dims[2], dims[3], n].map(|v| I(v as i32)));
-                args.extend(a_strides.iter().chain(b_strides).map(|&v| I(v as i32)));
-                args.push(F(*q));
-                launch(&self.kernels.binary, launch_cfg(n), &args)?;
+                // Equal strides: operands of one shape, which is the output's.
+                if a_strides == b_strides {
+                    args.extend([I(n as i32), I(*relu as i32), F(*q)]);
+                    launch(&self.kernels.binary_same, launch_cfg(n), &args)?;
+                } else {
+                    args.extend([dims[1], dims[2], dims[3], n].map(|v| I(v as i32)));
+                    args.extend(a_strides.iter().chain(b_strides).map(|&v| I(v as i32)));
+                    args.extend([I(*relu as i32), F(*q)]);
+                    launch(&self.kernels.binary, launch_cfg(n), &args)?;
+                }
             }
             Layer::Pool {
                 x,
@@ -1063,6 +1085,7 @@ impl<T: Element> CudaEngine<T> {
                 } else {
                     T::PRECISION.to_string()
                 },
+                tactic: self.tactic_of(&l.layer),
                 ..l.clone()
             })
             .collect()

@@ -165,6 +165,7 @@ impl<T: Element> CudaEngine<T> {
                 y,
                 op,
                 dims,
+                relu,
                 q,
                 ..
             } => {
@@ -178,6 +179,7 @@ impl<T: Element> CudaEngine<T> {
                     I(op.code()),
                     scale(*a),
                     scale(*b),
+                    I(*relu as i32),
                     F(*q),
                 ];
                 (&self.kernels.binary_q8, args, len)

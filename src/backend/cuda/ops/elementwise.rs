@@ -103,9 +103,18 @@ impl Planner<'_> {
         }
     }
 
-    /// Fuses a Relu into the Conv/Gemm just planned when that layer's output is read only here.
+    /// Fuses a Relu into the Conv/Gemm just planned when that layer's output is read only
+    /// here, or into the elementwise Binary just planned when its output is also not
+    /// fake-quantized (the Relu then reads exactly what the Binary computes).
     pub(crate) fn fuse_relu(&mut self, x: &Value, tensor: &str, q: f32) -> bool {
         if !self.sole_reader(tensor) {
+            return false;
+        }
+        if let Some(Layer::Binary { y, relu, q: lq, .. }) = self.plan.layers.last_mut() {
+            if *y == x.buffer && !*relu && *lq == 0.0 {
+                (*relu, *lq) = (true, q);
+                return true;
+            }
             return false;
         }
         if let Some(
@@ -197,6 +206,7 @@ impl Planner<'_> {
                 dims,
                 a_strides,
                 b_strides,
+                relu: false,
                 q,
             },
         );

@@ -4,6 +4,7 @@
 pub mod cuda;
 pub mod mock;
 pub mod onnxruntime;
+pub mod pip;
 pub mod reference;
 pub mod tensorrt;
 pub mod tract_defects;

@@ -49,18 +49,7 @@ pub fn find_library() -> Result<PathBuf, String> {
 /// The library inside python3's onnxruntime package, found without importing it (an import
 /// takes half a second).
 fn pip_library() -> Result<PathBuf, String> {
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import importlib.util as u; s = u.find_spec('onnxruntime'); print(s.submodule_search_locations[0] if s else '')",
-        ])
-        .output()
-        .map_err(|e| format!("python3 could not be run to find onnxruntime ({e})"))?;
-    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() || dir.is_empty() {
-        return Err("python3 has no onnxruntime package".into());
-    }
-    let capi = PathBuf::from(dir).join("capi");
+    let capi = super::pip::package_dir("onnxruntime")?.join("capi");
     let mut libs: Vec<PathBuf> = std::fs::read_dir(&capi)
         .map_err(|e| format!("{}: {e}", capi.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

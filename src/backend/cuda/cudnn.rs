@@ -22,10 +22,16 @@ pub fn available() -> Result<usize, String> {
 }
 
 fn open() -> Result<usize, String> {
+    // SAFETY (`is_culib_present`, twice): it only tries to open the library by its names.
     if let Some(p) = std::env::var_os("CALIBENCH_CUDNN") {
         preload(Path::new(&p))?;
     } else if !unsafe { sys::is_culib_present() } {
         preload(&pip_library()?)?;
+    }
+    // cudarc opens cuDNN by name (libcudnn.so, libcudnn.so.9, …), and panics where none
+    // loads: what was preloaded must answer to one of those names.
+    if !unsafe { sys::is_culib_present() } {
+        return Err("the library loaded is not cuDNN 9 (libcudnn.so.9)".into());
     }
     let version = result::get_version();
     if version < 90000 {
@@ -50,21 +56,9 @@ fn preload(path: &Path) -> Result<(), String> {
 
 /// libcudnn.so.9 inside python3's nvidia-cudnn package, found without importing it.
 fn pip_library() -> Result<PathBuf, String> {
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import importlib.util as u; s = u.find_spec('nvidia.cudnn'); print(s.submodule_search_locations[0] if s else '')",
-        ])
-        .output()
-        .map_err(|e| format!("libcudnn.so.9 is not on the loader's path and python3 could not be run ({e})"))?;
-    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if dir.is_empty() {
-        return Err(
-            "libcudnn.so.9 is not on the loader's path and python3 has no nvidia-cudnn package"
-                .into(),
-        );
-    }
-    let lib = PathBuf::from(dir).join("lib/libcudnn.so.9");
+    let dir = crate::backend::pip::package_dir("nvidia.cudnn")
+        .map_err(|e| format!("libcudnn.so.9 is not on the loader's path, and {e}"))?;
+    let lib = dir.join("lib/libcudnn.so.9");
     lib.is_file()
         .then_some(lib.clone())
         .ok_or_else(|| format!("{} is absent", lib.display()))

@@ -824,10 +824,9 @@ fn tensor_core_plans_keep_nhwc_only_between_convolutions_and_max_pools() {
     }
 }
 
-/// cnn32's layouts with every convolution on tensor cores, as (kind, reads NHWC, writes NHWC):
-/// NHWC from the first convolution's output through the residual block to the last pool.
-/// (kind, reads NHWC, writes NHWC) of the cnn32 fixture's tensor-core plan at `precision`: at
-/// fp16 the residual block's Relu runs inside its Add (the sum is not fake-quantized there).
+/// cnn32's layouts with every convolution on tensor cores at `precision`, as (kind, reads NHWC,
+/// writes NHWC): NHWC from the first convolution's output through the residual block to the
+/// last pool. At fp16 the block's Relu runs inside its Add (the sum is not fake-quantized there).
 fn cnn32_tensor_core_layouts(precision: Precision) -> Vec<(&'static str, bool, bool)> {
     let mut layouts = vec![
         ("conv", false, true),
